@@ -1,2 +1,22 @@
-"""telescope: simulation-based inference when every simulation is expensive."""
+"""telescope: simulation-based inference when every simulation is expensive.
+
+The public API (see DESIGN.md):
+
+>>> import telescope as ts
+>>> task = ts.tasks.get("two_moons")
+>>> theta, x = ts.simulate(task.simulator, task.prior, 1000, seed=0, progress_bar=False)
+"""
+
 __version__ = "0.1.0"
+
+from . import tasks
+from .estimators import NLE, NPE, Estimator, load
+from .priors import BoxUniform, Gaussian, Joint, LogNormal
+from .simulate import simulate
+from .simulators import Simulator
+from .train import train
+
+__all__ = [
+    "__version__", "tasks", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
+    "NPE", "NLE", "Estimator", "load", "train",
+]

@@ -4,18 +4,20 @@ A campaign of ``n`` simulations is cut into batches of ``batch_size``.  Batch ``
 its parameters and its noise from one seed, :func:`telescope.simulators.batch_seed`
 ``(seed, b)``, so results depend only on ``(seed, n, batch_size)`` — never on the order in
 which batches run, the backend, or whether the campaign was interrupted and resumed.
+The engine (backends, failures, the on-disk store) is :mod:`telescope.campaign`.
 """
 
 from __future__ import annotations
 
-import time
+import warnings
 
 import torch
 from torch import Tensor
 
+from .campaign import failure_message, run_batch, run_campaign
 from .priors import check_prior
-from .simulators import Simulator, as_simulator, batch_seed, seeded
-from .utils import check_count, progress
+from .simulators import Simulator, as_simulator
+from .utils import check_count
 
 __all__ = ["simulate", "simulate_batch"]
 
@@ -26,35 +28,18 @@ def simulate_batch(simulator: Simulator, prior, size: int, seed: int) -> dict:
     An exception raised by the simulator is recorded for every sample of the batch (and the batch is
     retried one sample at a time so that only the failing samples are lost).
     """
-    with seeded(seed):
-        theta = prior.sample((size,)).float()
-    t0 = time.perf_counter()
-    errors: list[str] = [""] * size
-    try:
-        x = simulator(theta, seed=seed)
-    except Exception as exc:  # retry one by one to isolate failures
-        rows, first_shape = [], None
-        for i in range(size):
-            try:
-                xi = simulator(theta[i : i + 1], seed=batch_seed(seed, i))[0]
-                first_shape = first_shape or xi.shape
-                rows.append(xi)
-            except Exception as e:  # noqa: BLE001 - recorded per sample
-                errors[i] = f"{type(e).__name__}: {e}"
-                rows.append(None)
-        if first_shape is None:
-            raise RuntimeError(f"simulator {simulator.name!r} raised on every sample of a batch; first error: "
-                               f"{type(exc).__name__}: {exc}") from exc
-        x = torch.stack([r if r is not None else torch.full(first_shape, float("nan")) for r in rows])
-    x = torch.as_tensor(x).float()
-    finite = torch.isfinite(x.reshape(size, -1)).all(-1)
-    for i in torch.nonzero(~finite).flatten().tolist():
-        errors[i] = errors[i] or "non-finite output (NaN or inf)"
-    return {"theta": theta, "x": x, "ok": finite, "error": errors, "seconds": time.perf_counter() - t0}
+    out = run_batch((as_simulator(simulator),), prior, size, seed)
+    if out["x"][0] is None:
+        first = next(e for e in out["error"] if e)
+        raise RuntimeError(f"simulator {simulator.name!r} raised on every sample of a batch; first error: {first}")
+    return {"theta": torch.from_numpy(out["theta"]), "x": torch.from_numpy(out["x"][0]),
+            "ok": torch.from_numpy(out["ok"]), "error": out["error"], "noise_seed": torch.from_numpy(out["noise_seed"]),
+            "seconds": sum(out["seconds"])}
 
 
 def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *, progress_bar: bool = True,
-             store=None, workers: int = 1, backend: str = "serial") -> tuple[Tensor, Tensor]:
+             store=None, workers: int = 1, backend: str | None = None, client=None,
+             scheduler: str | None = None) -> tuple[Tensor, Tensor]:
     """Draw ``n`` parameters from ``prior`` and simulate them.
 
     Arguments:
@@ -63,12 +48,22 @@ def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *,
         n: number of simulations (> 0).
         seed: campaign seed; batch ``b`` is seeded from ``(seed, b)``.
         batch_size: simulations per batch (the unit of storage and scheduling).
-        progress_bar: show a progress bar.
-        store, workers, backend: on-disk store and parallel backends (see :mod:`telescope.store`).
+        progress_bar: show a progress bar (done/total, rate, ETA, failures so far).
+        store: path of an on-disk store (:mod:`telescope.store`, a SQLite file): every finished batch
+            is written at once, and calling again with the same arguments resumes, simulating only
+            the missing batches.  Read it back with :func:`telescope.load_simulations`.
+        workers: run batches in this many local worker processes (``backend="processes"``).
+        backend: ``"serial"``, ``"processes"`` or ``"dask"``; inferred from ``workers``/``client``/``scheduler``.
+        client, scheduler: for ``backend="dask"``: a ``dask.distributed.Client``, or the address of a
+            running scheduler (``"tcp://host:8786"``).
+
+    The result depends on ``(seed, n, batch_size)`` only: every backend, and a resumed campaign,
+    give bitwise the same tensors.
 
     Returns:
-        ``theta (n, d)`` and ``x (n, d_x)``.  Failed simulations keep their row with NaN in ``x``;
-        estimators drop them before training with a warning.
+        ``theta (n, d)`` and ``x (n, d_x)``.  Failed simulations (exceptions, NaN/inf) keep their row
+        with NaN in ``x`` and are reported with a warning; estimators drop them before training
+        (and :func:`telescope.load_simulations` excludes them).
 
     Example:
         >>> import telescope as ts
@@ -80,20 +75,8 @@ def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *,
     simulator, prior = as_simulator(simulator), check_prior(prior)
     n = check_count("n", n)
     batch_size = check_count("batch_size", batch_size)
-    if store is not None or workers != 1 or backend != "serial":
-        from .campaign import run_campaign  # store and parallel backends
-
-        data = run_campaign(simulator, prior, n, seed=seed, batch_size=batch_size, store=store,
-                            workers=workers, backend=backend, progress_bar=progress_bar)
-        return data["theta"], data["x"]
-    sizes = [min(batch_size, n - b * batch_size) for b in range((n + batch_size - 1) // batch_size)]
-    thetas, xs, failed = [], [], 0
-    with progress(total=n, desc=f"simulate {simulator.name}", enabled=progress_bar) as bar:
-        for b, size in enumerate(sizes):
-            out = simulate_batch(simulator, prior, size, batch_seed(seed, b))
-            thetas.append(out["theta"])
-            xs.append(out["x"])
-            failed += int((~out["ok"]).sum())
-            bar.update(size)
-            bar.set_postfix(failed=failed)
-    return torch.cat(thetas), torch.cat(xs)
+    data = run_campaign(simulator, prior, n, seed=seed, batch_size=batch_size, store=store, workers=workers,
+                        backend=backend, client=client, scheduler=scheduler, progress_bar=progress_bar)
+    if data["summary"]["n_failed"]:
+        warnings.warn(failure_message(data["summary"]), RuntimeWarning, stacklevel=2)
+    return data["theta"], data["x"]

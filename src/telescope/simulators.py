@@ -12,15 +12,17 @@ configuration (used by the simulation store to refuse mixing simulators).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
+import random
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Simulator", "as_simulator", "batch_seed", "seeded"]
+__all__ = ["Simulator", "as_simulator", "batch_seed", "level_seed", "theta_seed", "seeded"]
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -28,8 +30,23 @@ def batch_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0] >> 1)
 
 
+def level_seed(seed: int, level: int) -> int:
+    """Campaign seed of level ``level`` of a fidelity ladder run with seed ``seed``.
+
+    Levels get independent streams (the MLMC terms are independent); within a level, the
+    batches are seeded with :func:`batch_seed` ``(level_seed(seed, l), b)``.
+    """
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(level), 0x1E7E1]).generate_state(1, np.uint64)
+    return int(state[0] >> 1)
+
+
+def theta_seed(seed: int) -> int:
+    """Seed of the parameter draws of a batch whose simulator noise is seeded with ``seed`` (a separate stream)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, 0x7E7A]).generate_state(1, np.uint64)[0] >> 1)
+
+
 class seeded:
-    """Context manager: run a block with torch's and numpy's global RNGs seeded, restoring them after."""
+    """Context manager: run a block with torch's, numpy's and Python's global RNGs seeded, restoring them after."""
 
     def __init__(self, seed: int):
         self.seed = int(seed)
@@ -40,9 +57,12 @@ class seeded:
         torch.manual_seed(self.seed)
         self._np = np.random.get_state()
         np.random.seed(self.seed % (2**32))
+        self._py = random.getstate()
+        random.seed(self.seed)
         return self
 
     def __exit__(self, *exc):
+        random.setstate(self._py)
         np.random.set_state(self._np)
         return self._fork.__exit__(*exc)
 
@@ -112,17 +132,29 @@ class Simulator:
         return x[0] if single else x
 
     def fingerprint(self) -> str:
-        """Hash of the name, configuration and (when available) source code."""
-        try:
-            src = inspect.getsource(self.fn)
-        except (OSError, TypeError):
-            src = ""
-        h = hashlib.sha256(f"{self.name}|{sorted(self.config.items())}|{src}".encode())
-        return h.hexdigest()[:16]
+        """Hash of the name, configuration and (when available) source code of ``fn`` and ``noise``.
+
+        The simulation store compares fingerprints to refuse mixing simulators.
+        """
+        parts = [self.name, repr(sorted(self.config.items())), _source(self.fn), str(self.vectorized)]
+        if self.noise is not None:
+            parts.append(_source(self.noise))
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
         kind = "generator" if self.is_generator else "callable"
         return f"Simulator({self.name!r}, {kind})"
+
+
+def _source(fn) -> str:
+    """Source code of a function, method, partial or callable object ("" when unavailable)."""
+    if isinstance(fn, functools.partial):
+        return _source(fn.func) + repr(fn.args) + repr(sorted(fn.keywords.items()))
+    target = fn if inspect.isroutine(fn) or inspect.isclass(fn) else type(fn)
+    try:
+        return inspect.getsource(target)
+    except (OSError, TypeError):
+        return getattr(target, "__qualname__", "")
 
 
 def as_simulator(simulator) -> Simulator:

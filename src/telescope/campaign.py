@@ -1,0 +1,681 @@
+"""Simulation campaigns: batches, backends (serial, processes, Dask), failures and the store.
+
+A campaign has one or more *levels*.  Level ``l`` is ``n_l`` simulations in batches of
+``batch_size_l``, and batch ``b`` is a pure function of its seed ``s = batch_seed(seed_l, b)``::
+
+    theta = prior.sample((size,))      # under seeded(s)
+    x_k   = G_k(theta, seed=s)          # every simulator of the level: same theta, same noise
+
+(:func:`telescope.simulate` has one level with one simulator; level ``l >= 1`` of
+:func:`telescope.simulate_levels` evaluates ``G_l`` and ``G_{l-1}``.)  Results therefore depend
+on ``(seed, n, batch_size)`` only — not on the backend, on the order in which batches finish,
+or on interruptions.  Backends only decide *where* batches run:
+
+* ``serial`` — in this process, in index order;
+* ``processes`` — ``workers`` local processes (``concurrent.futures``; forkserver start);
+* ``dask`` — a ``dask.distributed`` cluster (``client=`` or ``scheduler="tcp://..."``).
+
+The parent process collects batches as they complete and writes each one to the store in one
+transaction (:mod:`telescope.store`), so a crash loses only the batches in flight.
+
+Failures: an exception of the simulator on a batch is retried one simulation at a time (each
+from its own seed ``batch_seed(s, i)``, all simulators of the level together, so pairs stay
+seed-matched); simulations that raise or return NaN/inf are recorded with their error text and
+marked not ``ok``.  While nothing has succeeded yet, a campaign whose first ``fail_fast``
+simulations all fail stops early and shows the first error.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import hashlib
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .simulators import Simulator, batch_seed, seeded, theta_seed
+from .utils import check_count, progress
+
+__all__ = ["Level", "SimulatorFailing", "run_batch", "run_campaign", "run_levels", "batch_sizes"]
+
+#: Single calls tried after a failing batch call before concluding (while nothing succeeded yet) that
+#: the simulator is broken.
+GIVE_UP = 5
+#: Failed simulations, with no success yet, that stop a campaign early.
+FAIL_FAST = 5
+
+# Batches seed torch's, numpy's and Python's *global* generators: two batches must never run at the same
+# time in one process (Dask's threaded workers, user threads).  Re-entrant for simulators that simulate.
+_RNG_LOCK = threading.RLock()
+
+
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """Sizes of the batches of a campaign of ``n`` simulations (the last one may be smaller)."""
+    return [min(batch_size, n - b * batch_size) for b in range(-(-n // batch_size))]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a campaign: ``n`` simulations of ``sims`` in batches of ``batch_size`` from ``seed``.
+
+    ``sims`` are evaluated on the same theta and noise: ``(G,)``, or ``(G_l, G_{l-1})`` for a ladder.
+    """
+
+    level: int
+    sims: tuple
+    n: int
+    batch_size: int
+    seed: int
+
+    @property
+    def sizes(self) -> list[int]:
+        return batch_sizes(self.n, self.batch_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# one batch
+# --------------------------------------------------------------------------------------------------
+def _err(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def run_batch(sims: Sequence[Simulator], prior, size: int, seed: int, give_up: int | None = None) -> dict:
+    """Simulate one batch from its seed with every simulator of ``sims`` on the same theta and noise.
+
+    Returns a dict of numpy arrays: ``theta (size, d)``, ``x`` (a list, one ``(size, *event)`` array per
+    simulator, ``None`` where every call raised), ``ok (size,)``, ``error`` (text per sample, ``""`` if
+    ok), ``noise_seed (size,)`` and ``seconds`` (wall time per simulator).  With ``give_up``, a batch whose
+    batch call and first ``give_up`` single calls all raise returns ``{"gave_up": True, "error": ...}``.
+    """
+    sims = tuple(sims)
+    # theta gets its own stream: drawing it from `seed` itself would make it equal (up to scale) to the
+    # simulator's noise, which is also seeded from `seed` — a Gaussian prior and Gaussian noise would coincide
+    with seeded(theta_seed(seed)):
+        theta = prior.sample((size,)).float()
+    tag = (lambda k: f"[{sims[k].name}] ") if len(sims) > 1 else (lambda k: "")
+    errors = [""] * size
+    noise_seed = np.full(size, seed, dtype=np.int64)
+    xs: list = []
+    secs: list[float] = []
+    try:
+        for sim in sims:
+            t0 = time.perf_counter()
+            xs.append(torch.as_tensor(sim(theta, seed=seed)).float())
+            secs.append(time.perf_counter() - t0)
+    except Exception as exc:  # noqa: BLE001 - isolate failures one simulation at a time
+        batch_error = tag(len(xs)) + _err(exc)
+        done = _one_by_one(sims, theta, seed, errors, tag, give_up)
+        if done is None:
+            return {"gave_up": True, "error": batch_error, "tried": give_up}
+        xs, secs = done
+        noise_seed = np.array([batch_seed(seed, i) for i in range(size)], dtype=np.int64)
+    shapes = {k: tuple(x.shape[1:]) for k, x in enumerate(xs) if x is not None}
+    if len(set(shapes.values())) > 1:
+        desc = ", ".join(f"{sims[k].name!r} -> {s}" for k, s in shapes.items())
+        raise ValueError(f"the simulators of one ladder level disagree on the output shape per simulation "
+                         f"({desc}); every level of a FidelityLadder must return x of the same shape")
+    for k, x in enumerate(xs):
+        if x is None:
+            continue
+        finite = torch.isfinite(x.reshape(size, -1)).all(-1)
+        for i in torch.nonzero(~finite).flatten().tolist():
+            errors[i] = errors[i] or f"{tag(k)}non-finite output (NaN or inf)"
+    ok = np.array([not e for e in errors], dtype=bool)
+    return {"theta": theta.numpy(), "x": [None if x is None else x.detach().cpu().numpy() for x in xs], "ok": ok,
+            "error": errors, "noise_seed": noise_seed, "seconds": secs}
+
+
+def _one_by_one(sims, theta, seed, errors, tag, give_up):
+    size = theta.shape[0]
+    rows = [[None] * size for _ in sims]
+    secs = [0.0] * len(sims)
+    n_ok = 0
+    for i in range(size):
+        s = batch_seed(seed, i)
+        for k, sim in enumerate(sims):
+            t0 = time.perf_counter()
+            try:
+                rows[k][i] = torch.as_tensor(sim(theta[i : i + 1], seed=s)[0]).float()
+            except Exception as e:  # noqa: BLE001 - recorded per sample
+                errors[i] = tag(k) + _err(e)
+            secs[k] += time.perf_counter() - t0
+            if errors[i]:
+                break  # the row is lost; skip the other levels of the pair
+        n_ok += not errors[i]
+        if give_up is not None and n_ok == 0 and i + 1 >= give_up and i + 1 < size:
+            return None
+    xs = []
+    for k in range(len(sims)):
+        shape = next((r.shape for r in rows[k] if r is not None), None)
+        xs.append(None if shape is None else
+                  torch.stack([r if r is not None else torch.full(shape, float("nan")) for r in rows[k]]))
+    return xs, secs
+
+
+def _run_task(payload, task) -> dict:
+    sims_by_level, prior = payload
+    level, idx, size, seed, give_up = task
+    with _RNG_LOCK:
+        return run_batch(sims_by_level[level], prior, size, seed, give_up)
+
+
+# --------------------------------------------------------------------------------------------------
+# backends
+# --------------------------------------------------------------------------------------------------
+def _dumps(payload, sims: Sequence[Simulator], prior, where: str) -> bytes:
+    try:
+        import cloudpickle
+
+        dumps = cloudpickle.dumps
+    except ImportError:  # pragma: no cover - cloudpickle comes with dask
+        dumps = pickle.dumps
+    for what, obj in [*((f"simulator {s.name!r}", s) for s in sims), ("the prior", prior)]:
+        try:
+            dumps(obj)
+        except Exception as e:  # noqa: BLE001 - any pickling failure
+            raise TypeError(
+                f"{what} cannot be sent to {where}: it cannot be pickled ({_err(e)}). Fix: define it as a "
+                f"top-level function or class in an importable module (not a local function, lambda or closure "
+                f"over unpicklable state), create open files, locks, sockets, GPU handles or pools inside the "
+                f"call instead of holding them, or run it in this process with workers=1 (backend='serial')"
+            ) from e
+    return dumps(payload)
+
+
+class _Serial:
+    window = 1
+
+    def __init__(self, payload):
+        self.payload, self.queue = payload, collections.deque()
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue)
+
+    def submit(self, task) -> None:
+        self.queue.append(task)
+
+    def next_done(self):
+        task = self.queue.popleft()
+        return task, _run_task(self.payload, task)
+
+    def close(self, abort: bool) -> None:
+        self.queue.clear()
+
+
+_WORKER: dict = {}
+
+
+def _watch_parent(pid: int) -> None:
+    while True:  # a worker orphaned by a kill -9 of the campaign exits instead of idling forever
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # pragma: no cover - pid reused by another user's process
+            os._exit(1)
+
+
+def _init_worker(payload: bytes, parent_pid: int) -> None:
+    torch.set_num_threads(1)  # one process per core; no oversubscription
+    try:
+        _WORKER["payload"] = pickle.loads(payload)
+    except BaseException as e:  # noqa: BLE001 - reported by the first task
+        _WORKER["error"] = _err(e)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _pool_task(task) -> dict:
+    if "error" in _WORKER:
+        raise RuntimeError(f"the simulator could not be loaded in a worker process ({_WORKER['error']}); define it "
+                           f"in a module the workers can import, or use workers=1")
+    return _run_task(_WORKER["payload"], task)
+
+
+def _start_method(mp_context: str | None) -> str:
+    if mp_context is not None:
+        return mp_context
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class _Processes:
+    def __init__(self, payload: bytes, workers: int, mp_context: str | None):
+        ctx = multiprocessing.get_context(_start_method(mp_context))
+        if ctx.get_start_method() == "forkserver":  # fork workers with torch and telescope already imported
+            ctx.set_forkserver_preload(["__main__", "telescope.campaign"])
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                        initargs=(payload, os.getpid()))
+        self.futures: dict = {}
+        self.window = 2 * workers
+
+    @property
+    def pending(self) -> int:
+        return len(self.futures)
+
+    def submit(self, task) -> None:
+        self.futures[self.pool.submit(_pool_task, task)] = task
+
+    def next_done(self):
+        done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
+        fut = min(done, key=lambda f: self.futures[f][:2])
+        task = self.futures.pop(fut)
+        try:
+            return task, fut.result()
+        except BrokenProcessPool as e:
+            raise RuntimeError(f"a worker process died (killed, crashed, or out of memory) while simulating batch "
+                               f"{task[1]} of level {task[0]}; finished batches are kept in the store, so running "
+                               f"the same call again resumes") from e
+
+    def close(self, abort: bool) -> None:
+        if not abort:
+            self.pool.shutdown(wait=True)
+            return
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:  # do not wait for batches in flight (they may take hours)
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+
+
+_DASK_CACHE: dict = {}
+
+
+def _dask_task(payload: bytes, digest: str, task) -> dict:
+    obj = _DASK_CACHE.get(digest)
+    if obj is None:
+        obj = pickle.loads(payload)
+        if len(_DASK_CACHE) >= 4:
+            _DASK_CACHE.clear()
+        _DASK_CACHE[digest] = obj
+    return _run_task(obj, task)
+
+
+class _Dask:
+    def __init__(self, payload: bytes, client, scheduler: str | None):
+        try:
+            from distributed import Client, as_completed, default_client
+        except ImportError:  # pragma: no cover
+            raise ImportError("backend='dask' needs dask.distributed: pip install 'dask[distributed]'") from None
+        self.own = False
+        if client is None and scheduler is not None:
+            client, self.own = Client(scheduler), True
+        elif client is None:
+            try:
+                client = default_client()
+            except ValueError:
+                raise ValueError("backend='dask' needs client= (a dask.distributed.Client, e.g. on a LocalCluster) "
+                                 "or scheduler='tcp://host:8786' (the address of a running scheduler)") from None
+        self.client = client
+        self.digest = hashlib.sha1(payload).hexdigest()
+        self.payload = client.scatter(payload, broadcast=True)
+        self.ac = as_completed()
+        self.futures: dict = {}
+        nthreads = sum(client.nthreads().values()) or 1
+        self.window = max(4, 2 * nthreads)
+
+    @property
+    def pending(self) -> int:
+        return len(self.futures)
+
+    def submit(self, task) -> None:
+        fut = self.client.submit(_dask_task, self.payload, self.digest, task, pure=False)
+        self.futures[fut.key] = (fut, task)
+        self.ac.add(fut)
+
+    def next_done(self):
+        fut = next(self.ac)
+        _, task = self.futures.pop(fut.key)
+        try:
+            return task, fut.result()
+        except Exception as e:
+            if type(e).__name__ == "KilledWorker":
+                raise RuntimeError(f"Dask workers died repeatedly while simulating batch {task[1]} of level "
+                                   f"{task[0]}; finished batches are kept in the store") from e
+            raise
+
+    def close(self, abort: bool) -> None:
+        try:
+            if self.futures:
+                self.client.cancel([f for f, _ in self.futures.values()])
+        finally:
+            if self.own:
+                self.client.close()
+
+
+def resolve_backend(backend: str | None, workers: int, client, scheduler) -> str:
+    """Check the backend arguments and return ``"serial"``, ``"processes"`` or ``"dask"``."""
+    workers = check_count("workers", workers)
+    if backend is None:
+        backend = "dask" if client is not None or scheduler is not None else ("processes" if workers > 1 else "serial")
+    if backend not in ("serial", "processes", "dask"):
+        raise ValueError(f"backend must be 'serial', 'processes' or 'dask', got {backend!r}")
+    if backend == "serial" and workers > 1:
+        raise ValueError(f"workers={workers} runs batches in worker processes; use backend='processes' (or leave "
+                         f"backend unset), or workers=1 for backend='serial'")
+    if backend != "dask" and (client is not None or scheduler is not None):
+        raise ValueError(f"client= and scheduler= are for backend='dask', got backend={backend!r}")
+    if backend == "dask" and workers != 1:
+        raise ValueError(f"with backend='dask' the cluster's workers run the batches; got workers={workers}: "
+                         f"leave workers=1 and size the Dask cluster instead")
+    if backend == "dask" and client is not None and scheduler is not None:
+        raise ValueError("pass either client= or scheduler= for backend='dask', not both")
+    return backend
+
+
+# --------------------------------------------------------------------------------------------------
+# the store's metadata
+# --------------------------------------------------------------------------------------------------
+def prior_info(prior) -> dict:
+    """Type, repr, event shape and a fingerprint (hash of 64 seeded draws) of a prior."""
+    with _RNG_LOCK, seeded(0x7E1E5C0):
+        draws = prior.sample((64,)).float().numpy()
+    h = hashlib.sha256(type(prior).__qualname__.encode() + np.ascontiguousarray(draws, "<f4").tobytes())
+    return {"type": type(prior).__qualname__, "repr": repr(prior)[:400], "event_shape": list(prior.event_shape),
+            "fingerprint": h.hexdigest()[:16]}
+
+
+def simulator_info(sim: Simulator) -> dict:
+    return {"name": sim.name, "fingerprint": sim.fingerprint(), "config": _jsonable(sim.config),
+            "generator": sim.is_generator}
+
+
+def _jsonable(obj):
+    import json
+
+    return json.loads(json.dumps(obj, default=repr))
+
+
+def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_info: list[dict]):
+    from .store import SCHEMA_VERSION, Store, _version
+
+    p_info = prior_info(prior)
+    plan = [{"level": lv.level, "n": lv.n, "batch_size": lv.batch_size, "seed": lv.seed} for lv in levels]
+    store = Store(path, write=True)
+    try:
+        meta = store.meta
+        if not meta:
+            store.set_meta(format="telescope-simulations", schema=SCHEMA_VERSION, kind=kind, seed=int(seed),
+                           prior=p_info, simulators=sims_info, levels=plan, x_event_shape=None,
+                           telescope_version=_version(), created=datetime.datetime.now().isoformat(timespec="seconds"))
+            return store
+        diffs = []
+        if meta.get("kind") != kind:
+            diffs.append(f"kind: the store holds a {meta.get('kind')}() campaign, this call is {kind}()")
+        if meta.get("seed") != int(seed):
+            diffs.append(f"seed: the store has seed={meta.get('seed')}, this call has seed={seed}")
+        if meta.get("prior", {}).get("fingerprint") != p_info["fingerprint"]:
+            diffs.append(f"prior: the store has {meta['prior'].get('repr')} (fingerprint {meta['prior'].get('fingerprint')}),"
+                         f" this call has {p_info['repr']} (fingerprint {p_info['fingerprint']})")
+        old_sims = meta.get("simulators", [])
+        if len(old_sims) != len(sims_info):
+            diffs.append(f"simulators: the store has {len(old_sims)} level(s), this call has {len(sims_info)}")
+        else:
+            for lv, (a, b) in enumerate(zip(old_sims, sims_info)):
+                if (a["name"], a["fingerprint"], a.get("config")) != (b["name"], b["fingerprint"], b["config"]):
+                    where = f"simulator of level {lv}" if kind == "levels" else "simulator"
+                    diffs.append(f"{where}: the store has {a['name']!r} (fingerprint {a['fingerprint']}, config "
+                                 f"{a.get('config')}), this call has {b['name']!r} (fingerprint {b['fingerprint']}, "
+                                 f"config {b['config']}); the fingerprint hashes the name, config and source code")
+        old_plan = {p["level"]: p for p in meta.get("levels", [])}
+        for p in plan:
+            old = old_plan.get(p["level"])
+            if old is not None and old["batch_size"] != p["batch_size"]:
+                diffs.append(f"batch_size{' of level %d' % p['level'] if kind == 'levels' else ''}: the store has "
+                             f"{old['batch_size']}, this call has {p['batch_size']} (batches are seeded by index)")
+        if diffs:
+            raise ValueError(f"store {str(path)!r} holds simulations of a different campaign and cannot be mixed with "
+                             f"this one:\n  - " + "\n  - ".join(diffs) +
+                             "\nUse a new store path, or repeat the store's settings to resume it.")
+        for lv in levels:
+            stored = store.stored(lv.level)
+            for b, size in enumerate(lv.sizes):
+                if b in stored and stored[b] != size:
+                    raise ValueError(
+                        f"store {str(path)!r} holds batch {b}{' of level %d' % lv.level if kind == 'levels' else ''} "
+                        f"with {stored[b]} simulations, but n={lv.n} with batch_size={lv.batch_size} puts {size} in "
+                        f"it; batches are seeded by index and size, so it cannot be reused. Choose n so that every "
+                        f"stored batch keeps its size (for example n={sum(stored.values())} or a multiple of "
+                        f"batch_size), or use a new store")
+        new_plan = [dict(p, n=max(p["n"], old_plan.get(p["level"], p)["n"])) for p in plan]
+        if new_plan != meta.get("levels"):
+            store.set_meta(levels=new_plan)
+        return store
+    except BaseException:
+        store.close()
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# the driver
+# --------------------------------------------------------------------------------------------------
+class SimulatorFailing(RuntimeError):
+    """Raised when every simulation of a campaign failed before any succeeded (see ``fail_fast``)."""
+
+
+def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int = 0, sims_info: list[dict] | None = None,
+               store=None, backend: str | None = None, workers: int = 1, client=None, scheduler: str | None = None,
+               progress_bar: bool = True, mp_context: str | None = None, fail_fast: int | None = FAIL_FAST,
+               desc: str = "simulate") -> tuple[list[dict], dict]:
+    """Run a campaign of one or more levels; return per-level data (tensors, all rows) and a summary.
+
+    Each level's data is a dict with ``theta``, ``x``, ``x_low`` (``None`` for one-simulator levels),
+    ``ok`` and ``noise_seed``, ordered by batch index then row, including failed rows (NaN in ``x``).
+    """
+    backend = resolve_backend(backend, workers, client, scheduler)
+    t_start = time.perf_counter()
+    store_seconds = 0.0
+    st = None
+    if store is not None:
+        t0 = time.perf_counter()
+        st = _open_store(store, kind, seed, levels, prior, sims_info or [simulator_info(lv.sims[0]) for lv in levels])
+        store_seconds += time.perf_counter() - t0
+    try:
+        by_level = {lv.level: lv for lv in levels}
+        tasks = []
+        n_resumed = batches_resumed = 0
+        for lv in sorted(levels, key=lambda lv: -lv.level):  # expensive levels first
+            stored = st.stored(lv.level) if st is not None else {}
+            for b, size in enumerate(lv.sizes):
+                if b in stored:
+                    n_resumed += size
+                    batches_resumed += 1
+                else:
+                    tasks.append((lv.level, b, size, batch_seed(lv.seed, b)))
+        mem: dict = {}
+        stats = {"n_failed": 0, "first_errors": [], "seconds": {lv.level: [0.0] * len(lv.sims) for lv in levels}}
+        if tasks:
+            store_seconds += _drive(tasks, levels, by_level, prior, st, mem, stats, backend=backend, workers=workers,
+                                    client=client, scheduler=scheduler, progress_bar=progress_bar,
+                                    mp_context=mp_context, fail_fast=fail_fast, n_resumed=n_resumed, desc=desc)
+        t0 = time.perf_counter()
+        data = []
+        for lv in levels:
+            if st is not None:
+                d = st.read(lv.level, include_failed=True, max_batches=len(lv.sizes))
+            else:
+                outs = [mem[(lv.level, b)] for b in range(len(lv.sizes))]
+                d = {"theta": torch.from_numpy(np.concatenate([o["theta"] for o in outs])),
+                     "x": torch.from_numpy(np.concatenate([o["x"][0] for o in outs])),
+                     "x_low": (torch.from_numpy(np.concatenate([o["x"][1] for o in outs]))
+                               if len(lv.sims) > 1 else None),
+                     "ok": torch.from_numpy(np.concatenate([o["ok"] for o in outs])),
+                     "noise_seed": torch.from_numpy(np.concatenate([o["noise_seed"] for o in outs]))}
+            if d["theta"].shape[0] != lv.n:  # pragma: no cover - internal consistency
+                raise RuntimeError(f"level {lv.level}: expected {lv.n} simulations, assembled {d['theta'].shape[0]}")
+            d["n_failed"] = int((~d["ok"]).sum())
+            data.append(d)
+        level_seconds = {}
+        if st is not None:
+            ls = st.level_stats()
+            for lv in levels:
+                s = ls.get(lv.level, {})
+                level_seconds[lv.level] = {"n": s.get("n") or 0,
+                                           "seconds": [s.get("seconds") or 0.0, s.get("seconds_low") or 0.0][:len(lv.sims)]}
+            first_errors = [e for *_, e in st.failures(limit=3)]
+        else:
+            for lv in levels:
+                level_seconds[lv.level] = {"n": lv.n, "seconds": stats["seconds"][lv.level]}
+            first_errors = stats["first_errors"]
+        store_seconds += (time.perf_counter() - t0) if st is not None else 0.0
+    finally:
+        if st is not None:
+            st.close()
+    n_total = sum(lv.n for lv in levels)
+    summary = {
+        "n": n_total, "n_simulated": n_total - n_resumed, "n_resumed": n_resumed,
+        "batches_run": len(tasks), "batches_resumed": batches_resumed,
+        "n_failed": sum(d["n_failed"] for d in data), "first_errors": first_errors,
+        "seconds": time.perf_counter() - t_start, "store_seconds": store_seconds, "backend": backend,
+        "levels": level_seconds,
+    }
+    return data, summary
+
+
+def _drive(tasks, levels, by_level, prior, st, mem, stats, *, backend, workers, client, scheduler, progress_bar,
+           mp_context, fail_fast, n_resumed, desc) -> float:
+    """Run ``tasks`` on the backend, writing each finished batch; returns the seconds spent in the store."""
+    payload = ({lv.level: tuple(lv.sims) for lv in levels}, prior)
+    all_sims = [s for lv in levels for s in lv.sims]
+    if backend == "serial":
+        ex = _Serial(payload)
+    elif backend == "processes":
+        ex = _Processes(_dumps(payload, all_sims, prior, f"worker processes (workers={workers})"), workers, mp_context)
+    else:
+        ex = _Dask(_dumps(payload, all_sims, prior, "Dask workers"), client, scheduler)
+    store_seconds = 0.0
+    success = st.has_success() if st is not None else False
+    event_shape = None
+    if st is not None and st.meta.get("x_event_shape") is not None:
+        event_shape = tuple(st.meta["x_event_shape"])
+    held: list = []
+    early = {"n": 0, "error": None}
+    queue = collections.deque(tasks)
+    n_todo = sum(t[2] for t in tasks)
+    names = ", ".join(dict.fromkeys(repr(s.name) for s in all_sims))
+    if n_resumed:
+        desc = f"{desc} (resuming, {n_resumed} stored)"
+
+    def commit(task, out):
+        nonlocal store_seconds
+        level, idx, size, bseed = task[:4]
+        xs = out["x"]
+        for k, x in enumerate(xs):
+            if x is None:
+                xs[k] = np.full((size, *event_shape), np.nan, dtype=np.float32)
+            elif tuple(x.shape[1:]) != event_shape:
+                raise ValueError(f"simulator {by_level[level].sims[k].name!r} returned x of shape {tuple(x.shape[1:])} "
+                                 f"per simulation in batch {idx}, but {event_shape} before; simulations must have "
+                                 f"one fixed output shape")
+        if st is not None:
+            t0 = time.perf_counter()
+            st.write_batch(level, idx, bseed, out)
+            store_seconds += time.perf_counter() - t0
+        else:
+            mem[(level, idx)] = out
+        secs = stats["seconds"][level]
+        for k, s in enumerate(out["seconds"]):
+            secs[k] += s
+        bad = [e for e in out["error"] if e]
+        stats["n_failed"] += len(bad)
+        stats["first_errors"].extend(bad[: max(0, 3 - len(stats["first_errors"]))])
+
+    def failing(what: str, error: str) -> SimulatorFailing:
+        return SimulatorFailing(f"simulator {names} failed on every simulation tried so far ({what}), so the campaign "
+                                f"stopped early; nothing was stored for them. First error: {error}")
+
+    aborted = True
+    try:
+        with progress(total=n_todo, desc=desc, enabled=progress_bar, unit="sim") as bar:
+            while queue or ex.pending:
+                while queue and ex.pending < ex.window:
+                    ex.submit(queue.popleft() + (None if success or fail_fast is None else GIVE_UP,))
+                task, out = ex.next_done()
+                size = task[2]
+                if out.get("gave_up"):
+                    if not success:
+                        raise failing(f"a batch of {size} at once, then the first {out['tried']} one at a time",
+                                      out["error"])
+                    queue.appendleft(task[:4])  # something succeeded meanwhile: rerun it in full
+                    continue
+                bar.update(size)
+                n_ok = int(out["ok"].sum())
+                if n_ok == 0 and not success and fail_fast is not None:
+                    held.append((task, out))
+                    early["n"] += size
+                    early["error"] = early["error"] or next(e for e in out["error"] if e)
+                    bar.set_postfix(failed=stats["n_failed"] + early["n"])
+                    if early["n"] >= fail_fast:
+                        raise failing(f"the first {early['n']}", early["error"])
+                    continue
+                if event_shape is None:
+                    shape = next((tuple(x.shape[1:]) for x in out["x"] if x is not None), None)
+                    if shape is None:  # fail_fast=None and every call raised: shape unknown, hold on
+                        held.append((task, out))
+                        continue
+                    event_shape = shape
+                    if st is not None:
+                        st.set_meta(x_event_shape=list(event_shape))  # before the first batch is written
+                success = success or n_ok > 0
+                for t, o in held + [(task, out)]:
+                    commit(t, o)
+                held.clear()
+                bar.set_postfix(failed=stats["n_failed"])
+        if held:
+            raise failing(f"all {early['n'] or sum(t[2] for t, _ in held)} of the campaign",
+                          early["error"] or next(e for _, o in held for e in o["error"] if e))
+        aborted = False
+    finally:
+        ex.close(abort=aborted)
+    return store_seconds
+
+
+def run_campaign(simulator, prior, n: int, *, seed: int = 0, batch_size: int = 1000, store=None, workers: int = 1,
+                 backend: str | None = None, client=None, scheduler: str | None = None, progress_bar: bool = True,
+                 mp_context: str | None = None, fail_fast: int | None = FAIL_FAST) -> dict:
+    """Simulate ``n`` parameters with one simulator: the engine behind :func:`telescope.simulate`.
+
+    Arguments:
+        simulator: a :class:`telescope.Simulator` (or a callable, wrapped).
+        prior: a torch Distribution with event shape ``(d,)``.
+        n: number of simulations; batch ``b`` of ``batch_size`` is seeded from ``(seed, b)``.
+        store: a store path (:mod:`telescope.store`): finished batches are written there and an
+            interrupted campaign resumes from it.
+        workers, backend, client, scheduler: see :func:`telescope.simulate`.
+        mp_context: start method of worker processes (default forkserver, else spawn).
+        fail_fast: stop when this many simulations failed before any succeeded (``None``: never).
+
+    Returns:
+        A dict with ``theta (n, d)``, ``x (n, *event)`` (NaN rows where failed), ``ok (n,)``,
+        ``noise_seed (n,)`` and ``summary`` (counts, failures, seconds, store overhead).
+    """
+    from .simulators import as_simulator
+
+    simulator = as_simulator(simulator)
+    n = check_count("n", n)
+    batch_size = check_count("batch_size", batch_size)
+    level = Level(0, (simulator,), n, batch_size, int(seed))
+    data, summary = run_levels([level], prior, kind="simulate", seed=int(seed), sims_info=[simulator_info(simulator)],
+                               store=store, backend=backend, workers=workers, client=client, scheduler=scheduler,
+                               progress_bar=progress_bar, mp_context=mp_context, fail_fast=fail_fast,
+                               desc=f"simulate {simulator.name}")
+    d = data[0]
+    return {"theta": d["theta"], "x": d["x"], "ok": d["ok"], "noise_seed": d["noise_seed"], "summary": summary}
+
+
+def failure_message(summary: dict, what: str = "simulations") -> str:
+    first = summary["first_errors"][0] if summary["first_errors"] else "?"
+    return (f"{summary['n_failed']} of {summary['n']} {what} failed (raised or returned NaN/inf; first: {first}); "
+            f"they are recorded, and dropped before training")

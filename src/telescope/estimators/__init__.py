@@ -1,0 +1,6 @@
+"""Neural estimators: NPE, NLE (and, in later modules, NRE and NPSE)."""
+from .base import Estimator, load
+from .nle import NLE
+from .npe import NPE
+
+__all__ = ["Estimator", "NPE", "NLE", "load"]

@@ -1,0 +1,93 @@
+"""Gaussian linear: a conjugate Gaussian model with an analytic posterior.
+
+The task of the SBI benchmark (Lueckmann et al., 2021, "gaussian_linear"):
+
+.. math::
+    \\theta \\sim \\mathcal{N}(0, \\sigma_0^2 I_D), \\qquad x \\mid \\theta \\sim \\mathcal{N}(\\theta, \\sigma^2 I_D),
+
+with ``D = 10`` and ``sigma_0^2 = sigma^2 = 0.1``.  The posterior is Gaussian,
+
+.. math::
+    \\theta \\mid x \\sim \\mathcal{N}\\big(\\Sigma_n \\Sigma^{-1} x,\\ \\Sigma_n\\big), \\qquad
+    \\Sigma_n = (\\Sigma_0^{-1} + \\Sigma^{-1})^{-1},
+
+so reference samples are exact (``reference_kind = "analytic"``).  The simulator is a
+generator ``x = theta + sigma * u`` with ``u ~ N(0, I)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..priors import Gaussian
+from ..simulators import Simulator
+from . import register
+from .base import Task
+
+__all__ = ["GaussianLinear"]
+
+
+@register("gaussian_linear")
+class GaussianLinear(Task):
+    """Gaussian prior, Gaussian likelihood centred on ``theta``; analytic posterior.
+
+    Arguments:
+        dim: dimension ``D`` of ``theta`` and ``x``.
+        prior_var: prior variance ``sigma_0^2`` (isotropic).
+        noise_var: likelihood variance ``sigma^2`` (isotropic).
+
+    Example:
+        >>> task = GaussianLinear()
+        >>> task.reference_samples(1, 100, cache=False).shape
+        torch.Size([100, 10])
+    """
+
+    reference_kind = "analytic"
+
+    def __init__(self, dim: int = 10, prior_var: float = 0.1, noise_var: float = 0.1):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+        if not prior_var > 0 or not noise_var > 0:
+            raise ValueError(f"prior_var and noise_var must be > 0, got {prior_var!r} and {noise_var!r}")
+        self.dim_theta = self.dim_x = dim
+        self.prior_var, self.noise_var = float(prior_var), float(noise_var)
+        self.prior = Gaussian(torch.zeros(dim), torch.full((dim,), self.prior_var))
+        self.simulator = Simulator(self._generate, noise=self._noise, name="gaussian_linear",
+                                   config={"dim": dim, "noise_var": self.noise_var})
+
+    def _noise(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randn(n, self.dim_x, generator=generator)
+
+    def _generate(self, theta: Tensor, u: Tensor) -> Tensor:
+        return theta + math.sqrt(self.noise_var) * u.to(theta)
+
+    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        theta = torch.as_tensor(theta, dtype=torch.float64)
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(1, -1)
+        r2 = ((x - theta) ** 2).sum(-1)
+        d = self.dim_x
+        return (-0.5 * r2 / self.noise_var - 0.5 * d * math.log(2 * math.pi * self.noise_var)).float()
+
+    def posterior_params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean ``(D,)`` and covariance ``(D, D)`` of the exact posterior ``p(theta | x)``."""
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
+        prec0 = torch.linalg.inv(self.prior.covariance_matrix.double())
+        prec = torch.eye(self.dim_x, dtype=torch.float64) / self.noise_var
+        cov = torch.linalg.inv(prec0 + prec)
+        cov = 0.5 * (cov + cov.T)
+        mean = cov @ (prec @ x + prec0 @ self.prior.loc.double())
+        return mean, cov
+
+    def _reference(self, x: Tensor, n: int, seed: int) -> Tensor:
+        mean, cov = self.posterior_params(x)
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, self.dim_theta, generator=g, dtype=torch.float64)
+        return mean + z @ torch.linalg.cholesky(cov).T
+
+    def cache_key(self) -> str:
+        if (self.dim_x, self.prior_var, self.noise_var) == (10, 0.1, 0.1):
+            return self.name
+        return f"{self.name}_d{self.dim_x}_p{self.prior_var:g}_n{self.noise_var:g}"

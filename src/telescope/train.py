@@ -1,0 +1,204 @@
+"""One training loop for every estimator, single-level or multilevel.
+
+``train(module, loss_fn, data)`` minimises a Monte Carlo loss with minibatch Adam:
+
+* ``data`` is a dict of equally long tensors — or a list of such dicts ("groups", e.g. the
+  levels of a multilevel loss, paper 1 eq. 2), each batched so every epoch has the same
+  number of steps in every group;
+* ``loss_fn(net, batch)`` returns a scalar or a dict of named terms whose sum is minimised
+  (a non-finite term raises an error naming the epoch, batch and term);
+* ``backward(terms, params)``, when given, replaces ``sum(terms).backward()``: the multilevel
+  gradient adjustment (paper 1, Algorithm 1) plugs in here;
+* a validation split, early stopping that restores the best weights, gradient clipping,
+  an optional exponential moving average of the weights (used by score-based estimators,
+  whose validation and final weights are then the averaged ones).
+
+Tensors stay in memory on the training device and are indexed directly: no DataLoader.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .simulators import seeded
+from .utils import as_device, progress
+
+__all__ = ["train", "split", "NonFiniteLossError"]
+
+Batch = dict[str, Tensor]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf during training."""
+
+
+def _check_group(g: Batch, i: int) -> int:
+    if not isinstance(g, dict) or not g:
+        raise TypeError(f"data[{i}] must be a non-empty dict of tensors, got {type(g).__name__}")
+    lengths = {k: v.shape[0] for k, v in g.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"tensors in data[{i}] must have the same first dimension, got {lengths}")
+    return next(iter(lengths.values()))
+
+
+def split(data: Batch, val_fraction: float, generator: torch.Generator) -> tuple[Batch, Batch]:
+    """Random train/validation split of a dict of tensors (at least one row in each when possible)."""
+    n = next(iter(data.values())).shape[0]
+    n_val = int(round(val_fraction * n))
+    n_val = min(max(n_val, 1 if val_fraction > 0 and n > 1 else 0), n - 1)
+    perm = torch.randperm(n, generator=generator)
+    val_idx, tr_idx = perm[:n_val], perm[n_val:]
+    return ({k: v[tr_idx] for k, v in data.items()}, {k: v[val_idx] for k, v in data.items()})
+
+
+def _terms(out) -> dict[str, Tensor]:
+    if isinstance(out, Tensor):
+        return {"loss": out}
+    if isinstance(out, dict) and out:
+        return out
+    raise TypeError(f"loss_fn must return a scalar tensor or a dict of scalar tensors, got {type(out).__name__}")
+
+
+def _total(terms: dict[str, Tensor]) -> Tensor:
+    return sum(terms.values())  # type: ignore[return-value]
+
+
+def _check_finite(terms: dict[str, Tensor], epoch: int, batch: int, where: str) -> None:
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(
+                f"{where} loss term {name!r} became {value.item() if value.numel() == 1 else value} at epoch "
+                f"{epoch}, batch {batch}; try a lower learning rate (lr=), stronger gradient clipping (clip=), "
+                f"or check the training data for extreme values")
+
+
+def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *, batch_size: int = 256,
+          lr: float = 1e-3, max_epochs: int = 1000, patience: int = 20, val_fraction: float = 0.1,
+          clip: float | None = 5.0, weight_decay: float = 0.0, ema: float | None = None,
+          backward: Callable | None = None, max_time: float | None = None, device=None, seed: int | None = 0,
+          progress_bar: bool = True, desc: str = "train", min_epochs: int = 1) -> dict:
+    """Train ``module`` by minimising ``loss_fn`` over ``data``.
+
+    Arguments:
+        module: the network whose parameters are optimised (moved to ``device``).
+        loss_fn: ``loss_fn(net, batch) -> Tensor | dict[str, Tensor]``; ``net`` is the module (or its EMA copy
+            during validation); ``batch`` is a dict of tensors, or a list of dicts when ``data`` is a list of groups.
+        data: a dict of tensors ``(n, *)`` or a list of such dicts.
+        batch_size: minibatch size (of the largest group; smaller groups get proportionally smaller batches).
+        lr, weight_decay: Adam settings.
+        max_epochs, patience: stop after ``patience`` epochs without a better validation loss.
+        val_fraction: share of each group held out for validation (0 disables early stopping).
+        clip: max gradient norm (None: no clipping).
+        ema: decay of an exponential moving average of the weights (e.g. 0.999), or None.
+        backward: ``backward(terms, params)`` that fills ``p.grad``; default ``sum(terms).backward()``.
+        max_time: stop after this many seconds (keeps the best weights).
+        device, seed, progress_bar: where to train, seed of splits/shuffles/dropout, show a bar.
+
+    Returns:
+        A history dict: ``train_loss``, ``val_loss`` (per epoch), ``best_epoch``, ``epochs``, ``seconds``.
+    """
+    groups = [data] if isinstance(data, dict) else list(data)
+    if not groups:
+        raise ValueError("data must contain at least one group of tensors")
+    sizes = [_check_group(g, i) for i, g in enumerate(groups)]
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    dev = as_device(device)
+    module.to(dev)
+    gen = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ()).item()))
+    train_sets, val_sets = [], []
+    for g in groups:
+        tr, va = split(g, val_fraction, gen)
+        train_sets.append({k: v.to(dev) for k, v in tr.items()})
+        val_sets.append({k: v.to(dev) for k, v in va.items()})
+    n_train = [next(iter(t.values())).shape[0] for t in train_sets]
+    n_steps = max(1, math.ceil(max(n_train) / batch_size))
+    has_val = val_fraction > 0 and all(next(iter(v.values())).shape[0] > 0 for v in val_sets)
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    avg = torch.optim.swa_utils.AveragedModel(
+        module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
+
+    def batches(sets, shuffle: bool):
+        perms = [torch.randperm(n, generator=gen).to(dev) if shuffle else torch.arange(n, device=dev)
+                 for n in (next(iter(s.values())).shape[0] for s in sets)]
+        steps = n_steps if shuffle else max(1, math.ceil(max(p.numel() for p in perms) / 4096))
+        for b in range(steps):
+            out = []
+            for s, p in zip(sets, perms):
+                lo, hi = (b * p.numel()) // steps, ((b + 1) * p.numel()) // steps
+                idx = p[lo:hi]
+                out.append({k: v[idx] for k, v in s.items()})
+            yield b, (out[0] if isinstance(data, dict) else out)
+
+    history: dict = {"train_loss": [], "val_loss": [], "best_epoch": 0, "epochs": 0}
+    best, best_state, bad = math.inf, None, 0
+    t0 = time.perf_counter()
+    with seeded(int(torch.randint(2**62, (1,), generator=gen).item())), \
+            progress(total=max_epochs, desc=desc, enabled=progress_bar, unit="epoch") as bar:
+        for epoch in range(max_epochs):
+            module.train()
+            total, count = torch.zeros((), device=dev), 0
+            for b, batch in batches(train_sets, True):
+                terms = _terms(loss_fn(module, batch))
+                _check_finite(terms, epoch, b, "training")
+                opt.zero_grad(set_to_none=True)
+                if backward is None:
+                    _total(terms).backward()
+                else:
+                    backward(terms, params)
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip)
+                opt.step()
+                if avg is not None:
+                    avg.update_parameters(module)
+                total += _total(terms).detach()
+                count += 1
+            history["train_loss"].append(float(total) / count)
+            history["epochs"] = epoch + 1
+            if has_val:
+                net = avg.module if avg is not None else module
+                val = _validate(net, loss_fn, batches(val_sets, False), epoch)
+                history["val_loss"].append(val)
+                if val < best:
+                    best, bad, history["best_epoch"] = val, 0, epoch
+                    best_state = copy.deepcopy(net.state_dict())
+                else:
+                    bad += 1
+                bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}", val=f"{val:.3f}", best=f"{best:.3f}")
+            else:
+                bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}")
+            bar.update(1)
+            if has_val and bad >= patience and epoch + 1 >= min_epochs:
+                break
+            if max_time is not None and time.perf_counter() - t0 > max_time:
+                history["stopped"] = "max_time"
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    elif avg is not None:
+        module.load_state_dict(avg.module.state_dict())
+    module.eval()
+    history["seconds"] = time.perf_counter() - t0
+    history["best_val_loss"] = best if has_val else None
+    return history
+
+
+@torch.no_grad()
+def _validate(net: nn.Module, loss_fn: Callable, chunks, epoch: int) -> float:
+    net.eval()
+    total, count = 0.0, 0
+    for b, batch in chunks:
+        terms = _terms(loss_fn(net, batch))
+        _check_finite(terms, epoch, b, "validation")
+        total += float(_total(terms))
+        count += 1
+    net.train()
+    return total / max(count, 1)

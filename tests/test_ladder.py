@@ -9,7 +9,7 @@ import torch
 
 from telescope.ladder import FidelityLadder, simulate_levels
 from telescope.priors import BoxUniform
-from telescope.simulators import Simulator, batch_seed, level_seed, seeded
+from telescope.simulators import Simulator, batch_seed, level_seed, seeded, theta_seed
 from telescope.store import db_file, load_simulations, store_info
 
 PRIOR = BoxUniform([-1.0, -1.0], [1.0, 1.0])
@@ -59,7 +59,7 @@ def test_generator_pairs_share_theta_and_noise():
     thetas, us = [], []
     for b, size in enumerate([10, 10, 5]):
         s = batch_seed(s1, b)
-        with seeded(s):
+        with seeded(theta_seed(s)):  # theta has its own stream, the noise is seeded with s
             thetas.append(PRIOR.sample((size,)))
         us.append(noise(size, torch.Generator().manual_seed(s)))
     theta, u = torch.cat(thetas), torch.cat(us)

@@ -11,12 +11,14 @@ __version__ = "0.1.0"
 
 from . import tasks
 from .estimators import NLE, NPE, Estimator, load
+from .ladder import FidelityLadder, simulate_levels
 from .priors import BoxUniform, Gaussian, Joint, LogNormal
 from .simulate import simulate
 from .simulators import Simulator
+from .store import load_simulations
 from .train import train
 
 __all__ = [
     "__version__", "tasks", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
-    "NPE", "NLE", "Estimator", "load", "train",
+    "NPE", "NLE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
 ]

@@ -3,7 +3,7 @@
 A campaign has one or more *levels*.  Level ``l`` is ``n_l`` simulations in batches of
 ``batch_size_l``, and batch ``b`` is a pure function of its seed ``s = batch_seed(seed_l, b)``::
 
-    theta = prior.sample((size,))      # under seeded(s)
+    theta = prior.sample((size,))      # under seeded(theta_seed(s)): a stream apart from the noise
     x_k   = G_k(theta, seed=s)          # every simulator of the level: same theta, same noise
 
 (:func:`telescope.simulate` has one level with one simulator; level ``l >= 1`` of
@@ -417,8 +417,9 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
         if meta.get("seed") != int(seed):
             diffs.append(f"seed: the store has seed={meta.get('seed')}, this call has seed={seed}")
         if meta.get("prior", {}).get("fingerprint") != p_info["fingerprint"]:
-            diffs.append(f"prior: the store has {meta['prior'].get('repr')} (fingerprint {meta['prior'].get('fingerprint')}),"
-                         f" this call has {p_info['repr']} (fingerprint {p_info['fingerprint']})")
+            old_p = meta.get("prior", {})
+            diffs.append(f"prior: the store has {old_p.get('repr')} (fingerprint {old_p.get('fingerprint')}), "
+                         f"this call has {p_info['repr']} (fingerprint {p_info['fingerprint']})")
         old_sims = meta.get("simulators", [])
         if len(old_sims) != len(sims_info):
             diffs.append(f"simulators: the store has {len(old_sims)} level(s), this call has {len(sims_info)}")
@@ -465,9 +466,9 @@ class SimulatorFailing(RuntimeError):
     """Raised when every simulation of a campaign failed before any succeeded (see ``fail_fast``)."""
 
 
-def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int = 0, sims_info: list[dict] | None = None,
-               store=None, backend: str | None = None, workers: int = 1, client=None, scheduler: str | None = None,
-               progress_bar: bool = True, mp_context: str | None = None, fail_fast: int | None = FAIL_FAST,
+def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int = 0,
+               sims_info: list[dict] | None = None, store=None, backend: str | None = None, workers: int = 1,
+               client=None, scheduler: str | None = None, progress_bar: bool = True, mp_context: str | None = None, fail_fast: int | None = FAIL_FAST,
                desc: str = "simulate") -> tuple[list[dict], dict]:
     """Run a campaign of one or more levels; return per-level data (tensors, all rows) and a summary.
 
@@ -522,8 +523,8 @@ def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int 
             ls = st.level_stats()
             for lv in levels:
                 s = ls.get(lv.level, {})
-                level_seconds[lv.level] = {"n": s.get("n") or 0,
-                                           "seconds": [s.get("seconds") or 0.0, s.get("seconds_low") or 0.0][:len(lv.sims)]}
+                secs = [s.get("seconds") or 0.0, s.get("seconds_low") or 0.0]
+                level_seconds[lv.level] = {"n": s.get("n") or 0, "seconds": secs[: len(lv.sims)]}
             first_errors = [e for *_, e in st.failures(limit=3)]
         else:
             for lv in levels:

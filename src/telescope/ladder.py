@@ -37,7 +37,6 @@ import time
 import warnings
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
 from .campaign import _RNG_LOCK, Level, failure_message, run_levels, simulator_info
@@ -166,7 +165,8 @@ def _check_costs(costs, n_levels: int) -> list[float]:
 
 def _check_shapes(ladder: FidelityLadder, shapes: list[tuple]) -> None:
     if len(set(shapes)) > 1:
-        desc = ", ".join(f"level {l} ({s.name!r}) -> {shape}" for l, (s, shape) in enumerate(zip(ladder.levels, shapes)))
+        desc = ", ".join(f"level {l} ({s.name!r}) -> {shape}"
+                         for l, (s, shape) in enumerate(zip(ladder.levels, shapes)))
         raise ValueError(f"the ladder's levels disagree on the output shape per simulation ({desc}); every level "
                          f"must return x of the same shape")
 

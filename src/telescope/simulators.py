@@ -112,8 +112,9 @@ class Simulator:
         else:
             x = torch.stack([torch.as_tensor(self.fn(*(a[i] for a in args))) for i in range(theta.shape[0])])
         x = torch.as_tensor(x)
-        if x.shape[0] != theta.shape[0]:
-            raise ValueError(f"simulator {self.name!r} returned {x.shape[0]} outputs for {theta.shape[0]} "
+        if x.dim() == 0 or x.shape[0] != theta.shape[0]:
+            got = f"{x.shape[0]} outputs" if x.dim() else "a scalar"
+            raise ValueError(f"simulator {self.name!r} returned {got} for {theta.shape[0]} "
                              f"parameters (shape {tuple(x.shape)}); it must return one row per theta")
         return x.float() if x.dtype == torch.float64 else x
 

@@ -56,7 +56,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 __all__ = ["Store", "load_simulations", "store_info"]
 
@@ -72,7 +71,7 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS batches (
     level       INTEGER NOT NULL,  -- 0 for simulate(); ladder level l for simulate_levels()
     idx         INTEGER NOT NULL,  -- batch index within the level (rows are ordered by idx, then row)
-    seed        INTEGER NOT NULL,  -- batch seed: theta and noise are drawn from it
+    seed        INTEGER NOT NULL,  -- batch seed s: noise from s, theta from theta_seed(s)
     n           INTEGER NOT NULL,  -- simulations in the batch
     n_failed    INTEGER NOT NULL,  -- simulations that raised or returned NaN/inf
     seconds     REAL NOT NULL,     -- wall time of the simulator on this batch (level l)
@@ -426,7 +425,8 @@ def store_info(path) -> dict:
             })
         size = sum(f.stat().st_size for f in store.file.parent.glob(store.file.name + "*") if f.is_file())
         return {
-            "path": str(store.path), "file": str(store.file), "format": f"SQLite 3 (telescope schema {meta.get('schema')})",
+            "path": str(store.path), "file": str(store.file),
+            "format": f"SQLite 3 (telescope schema {meta.get('schema')})",
             "size_bytes": size, "kind": meta.get("kind"), "seed": meta.get("seed"), "prior": meta.get("prior"),
             "simulators": meta.get("simulators"), "x_event_shape": meta.get("x_event_shape"),
             "telescope_version": meta.get("telescope_version"), "created": meta.get("created"),

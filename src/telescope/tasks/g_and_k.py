@@ -157,7 +157,7 @@ def _brackets(theta: Tensor, x: Tensor, grid: Tensor) -> tuple[Tensor, ...]:
 
 
 def gk_log_density(theta: Tensor, x: Tensor, *, zmax: float = 10.0, points: int = 201,
-                   newton_steps: int = 8, chunk: int = 4096) -> Tensor:
+                   newton_steps: int = 20, chunk: int = 4096) -> Tensor:
     """Log density ``log p(x_j | theta_i)`` of the g-and-k distribution for every pair.
 
     Arguments:

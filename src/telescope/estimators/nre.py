@@ -1,0 +1,566 @@
+r"""Neural ratio estimation: NRE-C, with NRE-A and NRE-B as corner cases.
+
+A classifier :math:`h_w(\theta, x)` is trained to approximate the log likelihood-to-evidence ratio
+:math:`\log r(x \mid \theta) = \log p(x \mid \theta) - \log p(x) = \log p(\theta \mid x) - \log p(\theta)`
+(Miller, Weniger & Forré, 2022, "Contrastive neural ratio estimation", paper 2).
+
+NRE-C poses a (K + 1)-way classification: given ``x`` and ``K`` candidate parameters
+:math:`\Theta = (\theta_1, \dots, \theta_K)` drawn from the prior, was ``x`` drawn independently of
+all of them (class 0) or jointly with :math:`\theta_k` (class k)?  With the odds
+:math:`\gamma = K p_K / p_0` of "jointly" to "independently", the classifier (eq. 7) is
+
+.. math::
+    q_w(y = 0 \mid \Theta, x) = \frac{K}{K + \gamma \sum_i e^{h_w(\theta_i, x)}}, \qquad
+    q_w(y = k \mid \Theta, x) = \frac{\gamma\, e^{h_w(\theta_k, x)}}{K + \gamma \sum_i e^{h_w(\theta_i, x)}},
+
+and the loss on ``B`` pairs is the weighted cross-entropy of eq. (9),
+
+.. math::
+    \hat\ell_{\gamma, K} = -\frac{1}{B} \sum_b \Big[ \frac{1}{1 + \gamma} \log q_w(y = 0 \mid \Theta^{(b)}, x^{(b)})
+        + \frac{\gamma}{1 + \gamma} \log q_w(y = K \mid \Theta^{(b')}, x^{(b)}) \Big],
+
+where :math:`\Theta^{(b)}` holds ``K`` parameters independent of :math:`x^{(b)}`, and
+:math:`\Theta^{(b')}` holds ``K - 1`` of them plus the parameter :math:`\theta^{(b)}` that simulated
+:math:`x^{(b)}`.  At the optimum :math:`h_{w^*} = \log r` exactly, so the posterior
+:math:`p(\theta) e^{h_w(\theta, x)}` is normalised (eq. 13).  Corner cases:
+
+* ``gamma = 1, K = 1`` is NRE-A (Hermans et al., 2020): binary cross-entropy (eq. 10);
+* ``gamma = inf`` is NRE-B (Durkan et al., 2020): K-way softmax cross-entropy (eq. 11), whose optimum
+  is only defined up to an x-dependent constant :math:`c(x)` — its normalising constant
+  :math:`Z(x) = \mathbb{E}_{p(\theta)}[e^{h_w(\theta, x)}]` can be far from 1.
+
+Contrastive parameters (Section 3 of the paper's training regimes):
+
+* ``contrastive="bootstrap"`` (default, Section 3.3): for each row of a minibatch, ``K`` *other*
+  rows' parameters, chosen at random without replacement (so ``K <= B - 1``).  Both loss terms
+  share them: term 0 uses all ``K``, term K the first ``K - 1`` and the row's own parameter, so one
+  step evaluates the network on ``B (K + 1)`` pairs;
+* ``contrastive="prior"`` (Section 3.2): ``K`` fresh prior draws per row and per step;
+* :meth:`NRE.fit_online` (Section 3.1): every training batch is a fresh joint draw from the
+  simulator (either contrastive option applies on top).
+
+Posterior sampling targets :math:`p(\theta) \exp \sum_j h_w(\theta, x_j)` for one observation or an
+iid set ``x_1..x_k`` (tall data): exact rejection from the prior when its acceptance rate is high
+enough, slice-sampling MCMC otherwise (:mod:`telescope.samplers.mcmc`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import ResidualNet, fit_standardize
+from ..samplers.mcmc import mcmc_posterior, sir, slice_sample
+from ..simulators import as_simulator, seeded
+from ..train import split
+from ..utils import check_count
+from .base import Estimator
+
+__all__ = ["NRE", "RatioNet", "nre_c_loss", "rejection_sample"]
+
+_CHUNK = 2**16  # pairs per network call at inference
+
+
+def nre_c_loss(log_r_joint: Tensor, log_r_marginal: Tensor, gamma: float) -> Tensor:
+    r"""The NRE-C loss of eq. (9) from classifier logits.
+
+    Arguments:
+        log_r_joint: ``(B,)`` logits :math:`h(\theta^{(b)}, x^{(b)})` of the jointly drawn pairs.
+        log_r_marginal: ``(B, K)`` logits :math:`h(\theta_i^{(b)}, x^{(b)})` of ``K`` parameters drawn
+            independently of :math:`x^{(b)}`.  Term 0 uses all ``K`` columns; term K uses the first
+            ``K - 1`` columns together with the joint pair.
+        gamma: odds :math:`\gamma > 0` of the joint class; ``math.inf`` gives NRE-B (eq. 11).
+
+    Returns:
+        The scalar loss.  With ``gamma = 1`` and ``K = 1`` it equals the NRE-A loss (eq. 10).
+
+    Example:
+        >>> h_joint, h_marg = torch.tensor([2.0, 1.0]), torch.tensor([[-1.0], [0.5]])
+        >>> nre_a = -0.5 * (torch.nn.functional.logsigmoid(h_joint)
+        ...                 + torch.nn.functional.logsigmoid(-h_marg[:, 0])).mean()
+        >>> torch.allclose(nre_c_loss(h_joint, h_marg, 1.0), nre_a)
+        True
+    """
+    if log_r_marginal.dim() != 2 or log_r_joint.shape != log_r_marginal.shape[:1]:
+        raise ValueError(f"log_r_joint must have shape (B,) and log_r_marginal (B, K), got "
+                         f"{tuple(log_r_joint.shape)} and {tuple(log_r_marginal.shape)}")
+    gamma = float(gamma)
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0 (math.inf for NRE-B), got {gamma!r}")
+    K = log_r_marginal.shape[1]
+    joint_classes = torch.cat([log_r_joint[:, None], log_r_marginal[:, : K - 1]], 1)  # (B, K): theta_b first
+    if math.isinf(gamma):  # NRE-B: p0 = 0, pK = 1, softmax over the K candidates
+        return -(log_r_joint - torch.logsumexp(joint_classes, 1)).mean()
+    log_K, log_g = math.log(K), math.log(gamma)
+    pad = torch.full_like(log_r_joint[:, None], log_K)
+    log_q0 = log_K - torch.logsumexp(torch.cat([pad, log_g + log_r_marginal], 1), 1)
+    log_qK = log_g + log_r_joint - torch.logsumexp(torch.cat([pad, log_g + joint_classes], 1), 1)
+    p0, pK = 1.0 / (1.0 + gamma), gamma / (1.0 + gamma)
+    return -(p0 * log_q0.mean() + pK * log_qK.mean())
+
+
+class RatioNet(nn.Module):
+    r"""The classifier :math:`h_w(\theta, x)`: standardise both, embed ``x``, concatenate, residual network.
+
+    Arguments:
+        theta, x: training data ``(n, d)`` and ``(n, *event)`` (for the standardisation statistics and shapes).
+        width, blocks: residual network size (the paper's Small NN is 50 / 2, Large NN 128 / 3).
+        batch_norm: batch normalisation inside the residual blocks (used by the paper).
+        dropout: dropout probability inside the blocks.
+        embedding: optional ``nn.Module`` mapping standardised ``x (n, *event)`` to ``(n, e)``.
+    """
+
+    def __init__(self, theta: Tensor, x: Tensor, *, width: int = 128, blocks: int = 3, batch_norm: bool = True,
+                 dropout: float = 0.0, embedding: nn.Module | None = None):
+        super().__init__()
+        self.std_theta = fit_standardize(theta)
+        self.std_x = fit_standardize(x)
+        self.embedding = embedding if embedding is not None else nn.Flatten()
+        with torch.no_grad():
+            was = self.embedding.training
+            self.embedding.eval()
+            e = self.embedding(self.std_x(x[:2].float())).shape[-1]
+            self.embedding.train(was)
+        self.net = ResidualNet(theta.shape[-1] + e, 1, width=width, blocks=blocks, batch_norm=batch_norm,
+                               dropout=dropout)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """``(n, *event) -> (n, e)`` features of standardised ``x``."""
+        return self.embedding(self.std_x(x))
+
+    def forward(self, theta: Tensor, features: Tensor) -> Tensor:
+        """Logits ``(*,)`` for ``theta (*, d)`` and embedded ``features (*, e)`` (same leading shape)."""
+        return self.net(torch.cat([self.std_theta(theta), features], -1)).squeeze(-1)
+
+
+def _other_rows(B: int, K: int, generator: torch.Generator | None, device) -> Tensor:
+    """``(B, K)`` indices: row ``b`` gets ``K`` distinct rows other than ``b``, chosen at random.
+
+    A random ``K``-subset of the offsets ``1..B-1`` is shared by all rows (row ``b`` takes
+    ``b + offset mod B``); within a shuffled minibatch each row's set is a uniform random subset.
+    """
+    offsets = torch.randperm(B - 1, generator=generator)[:K] + 1
+    return ((torch.arange(B)[:, None] + offsets[None, :]) % B).to(device)
+
+
+def rejection_sample(log_weight: Callable[[Tensor], Tensor], prior, n: int, m: int = 1, *,
+                     chunk: int = 10_000, max_time: float = 600.0, min_acceptance: float = 0.0,
+                     device=None) -> tuple[Tensor, float]:
+    r"""Rejection sampling from ``prior(theta) * exp(log_weight(theta))`` for ``m`` targets at once.
+
+    Proposals come from the prior in chunks; a proposal is accepted for target ``j`` with probability
+    :math:`\exp(w_j(\theta) - M_j)`, where :math:`M_j` is the largest log weight seen so far.  When a
+    chunk raises :math:`M_j`, earlier accepted samples are thinned with probability
+    :math:`\exp(M_j^{old} - M_j^{new})`, so every sample kept is accepted with probability
+    :math:`\exp(w_j - M_j)` for the final :math:`M_j` (exact, up to the supremum being estimated by a maximum).
+
+    Arguments:
+        log_weight: ``theta (P, d) -> (P, m)`` log weights (or ``(P,)`` when ``m = 1``), e.g. log ratios.
+        prior: proposal distribution (a torch Distribution).
+        n: samples wanted per target.
+        m: number of targets.
+        chunk: proposals per round (the first round sets the acceptance estimate).
+        max_time: raise a RuntimeError after this many seconds.
+        min_acceptance: raise a RuntimeError (with the estimate) when the acceptance rate after the first
+            round is below this, so the caller can switch to MCMC.
+
+    Returns:
+        ``(n, m, d)`` samples and the overall acceptance rate (accepted / proposed, per target, averaged).
+    """
+    t0 = time.perf_counter()
+    kept: list[list[Tensor]] = [[] for _ in range(m)]  # accepted thetas per target
+    kept_lw: list[list[Tensor]] = [[] for _ in range(m)]
+    M = torch.full((m,), -math.inf)
+    counts = torch.zeros(m, dtype=torch.long)
+    proposed = 0
+    first = True
+    while True:
+        props = prior.sample((chunk,)).float()
+        lw = log_weight(props.to(device) if device is not None else props).detach().cpu().double()
+        lw = lw.reshape(chunk, m)
+        lw = torch.where(torch.isnan(lw), torch.full_like(lw, -math.inf), lw)
+        proposed += chunk
+        new_M = torch.maximum(M, lw.max(0).values)
+        if not torch.isfinite(new_M).all():
+            raise ValueError("every proposal has log weight -inf (or NaN) for some target; check the observation")
+        for j in range(m):
+            if new_M[j] > M[j] and kept[j]:  # thin the earlier acceptances to the new bound
+                lw_old = torch.cat(kept_lw[j])
+                keep = torch.rand(lw_old.shape[0], dtype=torch.float64) < torch.exp(M[j] - new_M[j])
+                th_old = torch.cat(kept[j])
+                kept[j], kept_lw[j] = [th_old[keep]], [lw_old[keep]]
+        M = new_M
+        u = torch.rand(chunk, m, dtype=torch.float64)
+        acc = u < torch.exp(lw - M)
+        for j in range(m):
+            if acc[:, j].any():
+                kept[j].append(props[acc[:, j]])
+                kept_lw[j].append(lw[acc[:, j], j])
+        counts = torch.tensor([sum(t.shape[0] for t in kept[j]) for j in range(m)])
+        if first:
+            first = False
+            rate = float(torch.exp(lw - M).mean(0).min())
+            if rate < min_acceptance:
+                raise _LowAcceptance(rate)
+        if bool((counts >= n).all()):
+            break
+        if time.perf_counter() - t0 > max_time:
+            raise RuntimeError(f"rejection sampling got only {int(counts.min())} of {n} samples within "
+                               f"max_time={max_time}s after {proposed} prior draws (acceptance rate "
+                               f"{float(counts.min()) / proposed:.2e}); use method='mcmc' or raise max_time")
+    out = torch.stack([torch.cat(kept[j])[:n] for j in range(m)], 1)
+    return out, float(counts.double().mean()) / proposed
+
+
+class _LowAcceptance(RuntimeError):
+    def __init__(self, rate: float):
+        super().__init__(f"acceptance rate {rate:.2e} is below min_acceptance")
+        self.rate = rate
+
+
+class NRE(Estimator):
+    r"""Neural ratio estimation with the contrastive NRE-C loss (NRE-A and NRE-B as corner cases).
+
+    Arguments:
+        prior: torch Distribution with event shape ``(d,)`` and a ``log_prob``.
+        gamma: odds :math:`\gamma = K p_K / p_0 > 0` of the joint classes; ``math.inf`` is NRE-B.
+        K: number of contrastive parameters per observation (``gamma=1, K=1`` is NRE-A).
+        contrastive: ``"bootstrap"`` (from the minibatch; needs ``K <= batch - 1``) or ``"prior"``
+            (fresh prior draws every step).
+        width, blocks, batch_norm, dropout: the residual classifier (Small NN: 50 / 2, Large NN: 128 / 3).
+        embedding: optional ``nn.Module`` for ``x`` (applied after standardisation).
+        device, seed: as for every estimator.
+
+    Example:
+        >>> import telescope as ts
+        >>> task = ts.tasks.get("two_moons")
+        >>> theta, x = ts.simulate(task.simulator, task.prior, 500, progress_bar=False)
+        >>> est = NRE(task.prior, K=5).fit(theta, x, max_epochs=2, progress_bar=False)
+        >>> est.log_ratio(theta[:3], x[:3]).shape
+        torch.Size([3])
+        >>> est.sample(task.observation(1), 10).shape
+        torch.Size([10, 2])
+    """
+
+    train_defaults = {"batch_size": 256, "lr": 1e-3, "patience": 20}
+
+    def __init__(self, prior, *, gamma: float = 1.0, K: int = 9, contrastive: str = "bootstrap", width: int = 64,
+                 blocks: int = 2, batch_norm: bool = True, dropout: float = 0.0, embedding: nn.Module | None = None,
+                 device=None, seed: int | None = 0):
+        try:
+            gamma = float(gamma)
+        except (TypeError, ValueError):
+            raise TypeError(f"gamma must be a number > 0 (math.inf for NRE-B), got {gamma!r}") from None
+        if not gamma > 0:  # also rejects NaN
+            raise ValueError(f"gamma must be > 0 (1.0 for NRE-C/NRE-A, math.inf for NRE-B), got {gamma!r}")
+        K = check_count("K", K)
+        if contrastive not in ("bootstrap", "prior"):
+            raise ValueError(f"contrastive must be 'bootstrap' or 'prior', got {contrastive!r}")
+        width, blocks = check_count("width", width), check_count("blocks", blocks, 0)
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        super().__init__(prior, embedding=embedding, device=device, seed=seed, gamma=gamma, K=K,
+                         contrastive=contrastive, width=width, blocks=blocks, batch_norm=bool(batch_norm),
+                         dropout=float(dropout))
+        self.gamma, self.K, self.contrastive = gamma, K, contrastive
+        self.acceptance_rate: float | None = None
+        self.method: str | None = None
+        self._online: dict | None = None
+
+    def __repr__(self) -> str:
+        kind = "NRE-B" if math.isinf(self.gamma) else ("NRE-A" if self.gamma == 1 and self.K == 1 else "NRE-C")
+        return f"NRE({kind}, gamma={self.gamma}, K={self.K}, contrastive={self.contrastive!r})"
+
+    # -- network and loss -------------------------------------------------------------------
+    def _build(self, theta: Tensor, x: Tensor) -> nn.Module:
+        c = self.config
+        return RatioNet(theta, x, width=c["width"], blocks=c["blocks"], batch_norm=c["batch_norm"],
+                        dropout=c["dropout"], embedding=self.embedding)
+
+    def _loss(self, net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        theta, x = batch["theta"], batch["x"]
+        if self._online is not None and net.training:
+            theta, x = self._online_batch(theta, x)
+        B, K = theta.shape[0], self.K
+        # validation: the same contrastive sets every epoch, so validation losses are comparable
+        g = None if net.training else torch.Generator().manual_seed(0)
+        if self.contrastive == "bootstrap":
+            if K > B - 1:
+                raise ValueError(f"K={K} contrastive parameters need minibatches of at least K + 1 = {K + 1} rows "
+                                 f"when bootstrapped from the batch, got a batch of {B}; lower K, raise batch_size, "
+                                 f"or use contrastive='prior'")
+            theta_c = theta[_other_rows(B, K, g, theta.device)]  # (B, K, d)
+        else:
+            with seeded(0) if g is not None else contextlib.nullcontext():
+                theta_c = self.prior.sample((B, K)).float().to(theta.device)
+        feats = net.embed(x)  # (B, e)
+        h = net(torch.cat([theta[:, None], theta_c], 1), feats[:, None].expand(-1, K + 1, -1))  # (B, K + 1)
+        return nre_c_loss(h[:, 0], h[:, 1:], self.gamma)
+
+    def _online_batch(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Section 3.1: replace a training batch by a fresh joint draw (after the initial simulations are used)."""
+        o = self._online
+        if o["left"] > 0:  # the first epoch trains on the simulations drawn up front
+            o["left"] -= theta.shape[0]
+            return theta, x
+        B = theta.shape[0]
+        th = self.prior.sample((B,)).float()
+        xs = o["simulator"](th, seed=int(torch.randint(2**62, ()).item()))
+        xs = torch.as_tensor(xs).float()
+        if tuple(xs.shape[1:]) != self.x_shape:
+            raise ValueError(f"simulator returned x of shape {tuple(xs.shape)}, expected (n, "
+                             f"{', '.join(map(str, self.x_shape))}) as the x simulated up front")
+        ok = torch.isfinite(xs.reshape(B, -1)).all(-1)
+        o["dropped"] += int((~ok).sum())
+        o["simulated"] += B
+        return th[ok].to(theta.device), xs[ok].to(x.device)
+
+    # -- training -----------------------------------------------------------------------------
+    def _check_batches(self, n: int, kwargs: dict) -> None:
+        """``K <= B - 1`` for every training and validation batch the train loop will make."""
+        if self.contrastive != "bootstrap":
+            return
+        bs = check_count("batch_size", kwargs.get("batch_size", 256))
+        vf = kwargs.get("val_fraction", 0.1)
+        tr, va = split({"i": torch.arange(n)}, vf, torch.Generator().manual_seed(0))
+        n_tr, n_va = tr["i"].numel(), va["i"].numel()
+        smallest_train = n_tr // max(1, math.ceil(n_tr / bs))
+        smallest_val = n_va // max(1, math.ceil(n_va / 4096)) if n_va else None
+        if self.K > smallest_train - 1:
+            raise ValueError(f"K={self.K} is too large: contrastive parameters are bootstrapped from minibatches "
+                             f"of about {smallest_train} rows (batch_size={bs}, {n_tr} training simulations), "
+                             f"so K must be <= {smallest_train - 1}; lower K, raise batch_size, or use "
+                             f"contrastive='prior'")
+        if smallest_val is not None and self.K > smallest_val - 1:
+            raise ValueError(f"K={self.K} is too large for the validation split of {n_va} simulations "
+                             f"(val_fraction={vf}); K must be <= {smallest_val - 1}: lower K, simulate more, "
+                             f"or raise val_fraction")
+
+    def fit(self, theta, x, *, mi_samples: int = 100, **train_kwargs) -> "NRE":
+        """Train on simulations ``theta (n, d)``, ``x (n, *event)``; returns ``self``.
+
+        Keyword arguments go to :func:`telescope.train.train`.  After training, the mutual-information
+        bounds :math:`\\hat I^{(0)}`, :math:`\\hat I^{(1)}` (paper 2, eqs. 48, 61) are computed on the
+        validation split with ``mi_samples`` prior draws per observation and stored in
+        ``history["mi"]`` (``mi_samples=0`` skips them).  Compare them across estimators for model
+        selection (:func:`telescope.diagnostics.select`).
+        """
+        theta, x = self._prepare(theta, x)
+        kwargs = {**self.train_defaults, **train_kwargs}
+        if kwargs.get("seed", self.seed) is None:
+            kwargs["seed"] = int(torch.randint(2**62, ()).item())
+        seed = kwargs.get("seed", self.seed)
+        self._check_batches(theta.shape[0], kwargs)
+        super().fit(theta, x, **kwargs)
+        self.history["regime"] = ("online" if self._online is not None else
+                                  "fixed" if self.contrastive == "bootstrap" else "prior")
+        vf = kwargs.get("val_fraction", 0.1)
+        if mi_samples and vf > 0:
+            from ..diagnostics import mutual_information
+
+            # the validation split of train(): same function, same seed
+            _, val = split({"theta": theta, "x": x}, vf, torch.Generator().manual_seed(int(seed)))
+            if val["theta"].shape[0] > 0:
+                self.history["mi"] = mutual_information(self, val["theta"], val["x"],
+                                                        n_contrast=check_count("mi_samples", mi_samples),
+                                                        seed=int(seed))
+        return self
+
+    def fit_online(self, simulator, n_per_epoch: int = 10_000, *, simulation_seed: int = 0,
+                   mi_samples: int = 100, **train_kwargs) -> "NRE":
+        """Train with unlimited simulations (paper 2, Section 3.1): every training batch is a fresh joint draw.
+
+        ``n_per_epoch`` pairs are simulated up front: a ``val_fraction`` of them is the fixed validation set
+        (early stopping, mutual-information bounds), the rest is the first epoch; every later training batch
+        is drawn anew from ``prior`` and ``simulator``.  An epoch is ``n_per_epoch * (1 - val_fraction)``
+        training pairs.  ``history["simulations"]`` counts all simulations used.
+        """
+        from ..simulate import simulate
+
+        n_per_epoch = check_count("n_per_epoch", n_per_epoch, 2)
+        sim = as_simulator(simulator)
+        theta, x = simulate(sim, self.prior, n_per_epoch, seed=simulation_seed, progress_bar=False)
+        ok = torch.isfinite(x.reshape(x.shape[0], -1)).all(-1)
+        vf = {**self.train_defaults, **train_kwargs}.get("val_fraction", 0.1)
+        tr, _ = split({"i": torch.arange(int(ok.sum()))}, vf, torch.Generator())
+        self._online = {"simulator": sim, "left": tr["i"].numel(), "simulated": 0, "dropped": 0}
+        try:
+            self.fit(theta, x, mi_samples=mi_samples, **train_kwargs)
+            self.history["simulations"] = n_per_epoch + self._online["simulated"]
+            self.history["dropped"] = self._online["dropped"]
+        finally:
+            self._online = None
+        return self
+
+    # -- ratios and densities -----------------------------------------------------------------
+    def _features(self, x: Tensor) -> Tensor:
+        net = self._trained()
+        return torch.cat([net.embed(c) for c in x.split(_CHUNK)])
+
+    @torch.no_grad()
+    def log_ratio(self, theta, x, *, grid: bool = False) -> Tensor:
+        r"""Estimated :math:`\log r(x \mid \theta) = h_w(\theta, x)`.
+
+        Arguments:
+            theta: ``(n, d)`` or ``(d,)``.
+            x: ``(n, *event)`` or one observation ``(*event)``; a single row broadcasts against the other.
+            grid: evaluate every pair instead: ``theta (p, d)``, ``x (m, *event)`` -> ``(p, m)``.
+
+        Returns:
+            ``(n,)`` log ratios (``(p, m)`` with ``grid=True``).
+        """
+        net = self._trained().eval()
+        theta = self._check_theta(theta).to(self.device)
+        x = self._check_x(x).to(self.device)
+        feats = self._features(x)
+        if grid:
+            return self._grid(theta, feats).cpu()
+        if theta.shape[0] != x.shape[0] and 1 not in (theta.shape[0], x.shape[0]):
+            raise ValueError(f"theta and x must have the same number of rows (or one of them one row), got "
+                             f"{theta.shape[0]} and {x.shape[0]}; use grid=True for all pairs")
+        n = max(theta.shape[0], x.shape[0])
+        theta, feats = theta.expand(n, -1), feats.expand(n, -1)
+        return torch.cat([net(t, f) for t, f in zip(theta.split(_CHUNK), feats.split(_CHUNK))]).cpu()
+
+    def _grid(self, theta: Tensor, feats: Tensor) -> Tensor:
+        """``h`` for all pairs of ``theta (p, d)`` and embedded ``feats (m, e)``: ``(p, m)`` (on device)."""
+        net = self._trained()
+        m = feats.shape[0]
+        step = max(1, _CHUNK // m)
+        return torch.cat([net(t[:, None].expand(-1, m, -1), feats[None].expand(t.shape[0], -1, -1))
+                          for t in theta.split(step)])
+
+    def _x_set(self, x_o) -> Tensor:
+        """One observation ``(*event)`` or an iid set ``(k, *event)`` as ``(k, *event)``."""
+        return self._check_x(x_o, "x_o")
+
+    def _log_weight(self, x_set: Tensor) -> Callable[[Tensor], Tensor]:
+        """``theta (p, d) -> sum_j h(theta, x_j)`` ``(p,)`` for an iid set of observations."""
+        net = self._trained().eval()
+        feats = self._features(x_set.to(self.device))
+
+        @torch.no_grad()
+        def log_w(theta: Tensor) -> Tensor:
+            return self._grid(theta.to(self.device), feats).sum(-1)
+
+        return log_w
+
+    @torch.no_grad()
+    def log_prob(self, theta, x_o) -> Tensor:
+        """Unnormalised log posterior ``log p(theta) + sum_j h(theta, x_j)``: ``(n,)``.
+
+        ``x_o`` is one observation or an iid set ``(k, *event)``.  For one observation and a well-trained
+        NRE-C the normalising constant is close to 1 (check with :func:`telescope.diagnostics.log_normalizer`).
+        """
+        theta = self._check_theta(theta)
+        lw = self._log_weight(self._x_set(x_o))(theta).cpu()
+        return self.prior.log_prob(theta) + lw
+
+    @torch.no_grad()
+    def log_prob_batched(self, theta: Tensor, x) -> Tensor:
+        """Unnormalised log posterior for ``theta (n, m, d)`` and single observations ``x (m, *event)``: ``(n, m)``."""
+        net = self._trained().eval()
+        x = self._check_x(x).to(self.device)
+        theta = torch.as_tensor(theta, dtype=torch.float32)
+        if theta.dim() != 3 or theta.shape[1:] != (x.shape[0], self.dim_theta):
+            raise ValueError(f"theta must have shape (n, {x.shape[0]}, {self.dim_theta}), got {tuple(theta.shape)}")
+        feats = self._features(x)
+        step = max(1, _CHUNK // x.shape[0])
+        h = torch.cat([net(t.to(self.device), feats.expand(t.shape[0], -1, -1)) for t in theta.split(step)])
+        return self.prior.log_prob(theta) + h.cpu()
+
+    # -- sampling -------------------------------------------------------------------------------
+    def sample(self, x_o, n: int, *, method: str = "auto", min_acceptance: float = 1e-3, chunk: int = 20_000,
+               chains: int = 100, warmup: int = 100, thin: int = 2, seed: int | None = None,
+               max_time: float = 600.0, progress_bar: bool = False) -> Tensor:
+        """``n`` posterior samples ``(n, d)`` for one observation ``(*event)`` or an iid set ``(k, *event)``.
+
+        Arguments:
+            method: ``"rejection"`` (exact, proposals from the prior), ``"mcmc"`` (slice sampling from
+                SIR-initialised chains), or ``"auto"``: rejection when the acceptance rate estimated on the
+                first ``chunk`` prior draws is at least ``min_acceptance``, MCMC otherwise.
+            chains, warmup, thin: MCMC settings.
+            seed: seeds the sampler.
+            max_time: rejection sampling gives up after this many seconds.
+
+        The method used and the acceptance rate are stored in ``self.method`` and ``self.acceptance_rate``.
+        """
+        n = check_count("n", n)
+        if method not in ("auto", "rejection", "mcmc"):
+            raise ValueError(f"method must be 'auto', 'rejection' or 'mcmc', got {method!r}")
+        x_set = self._x_set(x_o)
+        log_w = self._log_weight(x_set)
+        seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
+        with seeded(seed):
+            if method != "mcmc":
+                try:
+                    s, rate = rejection_sample(log_w, self.prior, n, 1, chunk=chunk, max_time=max_time,
+                                               min_acceptance=min_acceptance if method == "auto" else 0.0,
+                                               device=self.device)
+                    self.method, self.acceptance_rate = "rejection", rate
+                    return s[:, 0]
+                except _LowAcceptance as e:
+                    self.acceptance_rate = e.rate
+            self.method = "mcmc"
+            prior = self.prior
+
+            def potential(theta: Tensor) -> Tensor:
+                lp = prior.log_prob(theta.cpu()).to(theta.device)
+                return lp + log_w(theta).to(lp)
+
+            return mcmc_posterior(potential, prior, n, chains=chains, warmup=warmup, thin=thin,
+                                  n_proposals=chunk, seed=seed, progress_bar=progress_bar).cpu()
+
+    @torch.no_grad()
+    def sample_batched(self, x, n: int, *, method: str = "auto", min_acceptance: float = 1e-2, chunk: int = 10_000,
+                       chains: int = 20, warmup: int = 100, thin: int = 2, seed: int | None = None,
+                       max_time: float = 600.0) -> Tensor:
+        """``n`` samples for each of ``m`` single observations ``x (m, *event)``: ``(n, m, d)``.
+
+        ``method`` as in :meth:`sample`, plus ``"sir"`` (sampling-importance-resampling of ``chunk`` prior
+        draws: fast, approximate).  Rejection shares one stream of prior draws between observations; MCMC
+        runs all ``m * chains`` slice-sampling chains at once.
+        """
+        net = self._trained().eval()
+        n = check_count("n", n)
+        if method not in ("auto", "rejection", "mcmc", "sir"):
+            raise ValueError(f"method must be 'auto', 'rejection', 'mcmc' or 'sir', got {method!r}")
+        x = self._check_x(x).to(self.device)
+        m, d = x.shape[0], self.dim_theta
+        feats = self._features(x)
+        seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
+        g = torch.Generator().manual_seed(int(seed))
+        with seeded(seed):
+            if method in ("auto", "rejection"):
+                try:
+                    s, rate = rejection_sample(lambda t: self._grid(t.to(self.device), feats), self.prior, n, m,
+                                               chunk=chunk, max_time=max_time,
+                                               min_acceptance=min_acceptance if method == "auto" else 0.0)
+                    self.method, self.acceptance_rate = "rejection", rate
+                    return s
+                except _LowAcceptance as e:
+                    self.acceptance_rate = e.rate
+            props = self.prior.sample((chunk,)).float().to(self.device)
+        lp_props = self.prior.log_prob(props.cpu()).to(self.device)
+        h = self._grid(props, feats)  # (chunk, m)
+        if method == "sir":
+            self.method = "sir"
+            return torch.stack([sir(lambda t, _w=h[:, j] + lp_props: _w, props, n, generator=g)
+                                for j in range(m)], 1).cpu()
+        self.method = "mcmc"
+        init = torch.cat([sir(lambda t, _w=h[:, j] + lp_props: _w, props, chains, generator=g) for j in range(m)])
+        feats_rep = feats.repeat_interleave(chains, 0)  # chains of observation j are contiguous
+
+        def potential(theta: Tensor) -> Tensor:
+            lp = self.prior.log_prob(theta.cpu()).to(theta.device)
+            return lp + net(theta, feats_rep)
+
+        per_chain = -(-n // chains)
+        s = slice_sample(potential, init, per_chain, warmup=warmup, thin=thin, generator=g)
+        s = s.reshape(per_chain, m, chains, d).permute(0, 2, 1, 3).reshape(per_chain * chains, m, d)
+        return s[:n].cpu()

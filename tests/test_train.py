@@ -1,0 +1,71 @@
+import pytest
+import torch
+from torch import nn
+
+from telescope.train import NonFiniteLossError, train
+
+
+def _linear_data(n=2000, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(n, 1, generator=g)
+    return {"x": x, "y": y}
+
+
+def _mse(net, batch):
+    return ((net(batch["x"]) - batch["y"]) ** 2).mean()
+
+
+def test_train_fits_linear_regression_and_stops_early():
+    net = nn.Linear(3, 1)
+    hist = train(net, _mse, _linear_data(), lr=1e-2, max_epochs=500, patience=5, progress_bar=False)
+    assert torch.allclose(net.weight.detach(), torch.tensor([[1.0, -2.0, 0.5]]), atol=0.03)
+    assert hist["epochs"] < 500  # early stopping really stops
+    assert hist["val_loss"][hist["best_epoch"]] == pytest.approx(min(hist["val_loss"]))
+
+
+def test_best_weights_are_restored():
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1)
+    data = _linear_data()
+    # a huge learning rate makes later epochs worse; the best epoch's weights must come back
+    hist = train(net, _mse, data, lr=1.0, clip=None, max_epochs=30, patience=30, progress_bar=False, seed=1)
+    with torch.no_grad():
+        # recompute the validation loss of the restored weights on the same split
+        from telescope.train import split
+        _, val = split(data, 0.1, torch.Generator().manual_seed(1))
+        assert _mse(net, val).item() == pytest.approx(hist["best_val_loss"], rel=1e-4)
+
+
+def test_non_finite_loss_names_epoch_batch_and_term():
+    net = nn.Linear(3, 1)
+
+    def bad(net, batch):
+        return {"nll": (net(batch["x"]) ** 2).mean(), "penalty": torch.tensor(float("nan"))}
+
+    with pytest.raises(NonFiniteLossError, match="penalty.*epoch 0, batch 0"):
+        train(net, bad, _linear_data(), progress_bar=False)
+
+
+def test_groups_are_batched_together_and_seeded():
+    d1, d2 = _linear_data(1000, 0), _linear_data(100, 1)
+    seen = []
+
+    def loss(net, batch):
+        assert isinstance(batch, list) and len(batch) == 2
+        seen.append((batch[0]["x"].shape[0], batch[1]["x"].shape[0]))
+        return _mse(net, batch[0]) + _mse(net, batch[1])
+
+    torch.manual_seed(0)
+    a = nn.Linear(3, 1)
+    h1 = train(a, loss, [d1, d2], batch_size=100, max_epochs=3, patience=10, progress_bar=False, seed=3)
+    assert seen[0] == (100, 10)  # the small group gets proportionally smaller batches
+    torch.manual_seed(0)
+    b = nn.Linear(3, 1)
+    h2 = train(b, loss, [d1, d2], batch_size=100, max_epochs=3, patience=10, progress_bar=False, seed=3)
+    assert h1["train_loss"] == h2["train_loss"]
+
+
+def test_mismatched_lengths_rejected():
+    with pytest.raises(ValueError, match="same first dimension"):
+        train(nn.Linear(3, 1), _mse, {"x": torch.zeros(5, 3), "y": torch.zeros(4, 1)}, progress_bar=False)

@@ -78,7 +78,7 @@ def _check_finite(terms: dict[str, Tensor], epoch: int, batch: int, where: str) 
                 f"or check the training data for extreme values")
 
 
-def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *, batch_size: int = 256,
+def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *, batch_size: int | None = None,
           lr: float = 1e-3, max_epochs: int = 1000, patience: int = 20, val_fraction: float = 0.1,
           clip: float | None = 5.0, weight_decay: float = 0.0, ema: float | None = None,
           backward: Callable | None = None, max_time: float | None = None, device=None, seed: int | None = 0,
@@ -90,7 +90,8 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         loss_fn: ``loss_fn(net, batch) -> Tensor | dict[str, Tensor]``; ``net`` is the module (or its EMA copy
             during validation); ``batch`` is a dict of tensors, or a list of dicts when ``data`` is a list of groups.
         data: a dict of tensors ``(n, *)`` or a list of such dicts.
-        batch_size: minibatch size (of the largest group; smaller groups get proportionally smaller batches).
+        batch_size: minibatch size (of the largest group; smaller groups get proportionally smaller batches);
+            default ``n / 20`` clipped to ``[50, 512]``: ~20 steps per epoch, large batches on large data sets.
         lr, weight_decay: Adam settings.
         max_epochs, patience: stop after ``patience`` epochs without a better validation loss.
         val_fraction: share of each group held out for validation (0 disables early stopping).
@@ -118,11 +119,15 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         train_sets.append({k: v.to(dev) for k, v in tr.items()})
         val_sets.append({k: v.to(dev) for k, v in va.items()})
     n_train = [next(iter(t.values())).shape[0] for t in train_sets]
+    if batch_size is None:
+        batch_size = min(512, max(50, max(n_train) // 20))
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     n_steps = max(1, math.ceil(max(n_train) / batch_size))
     has_val = val_fraction > 0 and all(next(iter(v.values())).shape[0] > 0 for v in val_sets)
 
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     avg = torch.optim.swa_utils.AveragedModel(
         module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
 

@@ -43,7 +43,7 @@ class NLE(Estimator):
         torch.Size([20, 2])
     """
 
-    train_defaults = {"batch_size": 200, "lr": 1e-3, "patience": 20}
+    train_defaults = {"lr": 1e-3, "patience": 20}
 
     def __init__(self, prior, *, flow: str = "nsf", transforms: int = 5, hidden: Sequence[int] = (64, 64),
                  bins: int = 8, device=None, seed: int | None = 0, embedding=None):
@@ -60,7 +60,15 @@ class NLE(Estimator):
                                bins=c["bins"])
 
     def _loss(self, net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        return -net.log_prob(batch["x"], batch["theta"]).mean()
+        return self._loss_terms(net, batch).mean()
+
+    def _loss_terms(self, net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """Per-simulation losses ``-log q(x_i | theta_i)``, shape ``(n,)``; ``_loss`` is their mean.
+
+        Rows are independent and deterministic given the network, so a multilevel loss may
+        evaluate all its terms in one forward pass (:mod:`telescope.multilevel`).
+        """
+        return -net.log_prob(batch["x"], batch["theta"])
 
     # -- densities --------------------------------------------------------------------------
     @torch.no_grad()

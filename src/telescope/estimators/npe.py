@@ -48,7 +48,7 @@ class NPE(Estimator):
         torch.Size([10, 10])
     """
 
-    train_defaults = {"batch_size": 200, "lr": 1e-3, "patience": 20}
+    train_defaults = {"lr": 1e-3, "patience": 20}
 
     def __init__(self, prior, *, flow: str = "nsf", transforms: int = 5, hidden: Sequence[int] = (64, 64),
                  bins: int = 8, embedding: nn.Module | None = None, device=None, seed: int | None = 0):
@@ -62,7 +62,15 @@ class NPE(Estimator):
                                bins=c["bins"], embedding=self.embedding)
 
     def _loss(self, net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        return -net.log_prob(batch["theta"], batch["x"]).mean()
+        return self._loss_terms(net, batch).mean()
+
+    def _loss_terms(self, net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """Per-simulation losses ``-log q(theta_i | x_i)``, shape ``(n,)``; ``_loss`` is their mean.
+
+        Rows are independent and deterministic given the network, so a multilevel loss may
+        evaluate all its terms in one forward pass (:mod:`telescope.multilevel`).
+        """
+        return -net.log_prob(batch["theta"], batch["x"])
 
     # -- densities --------------------------------------------------------------------------
     @torch.no_grad()

@@ -270,3 +270,14 @@ class GAndK(Task):
 
     def cache_key(self) -> str:
         return f"{self.name}_n{self.n_draws}"
+
+    def ladder(self, constant: str | float = "pi/2", summary: bool = False, costs=(1.0, 2.0)):
+        """Seed-matched ``[low, high]`` fidelity ladder on this task's ``n_draws`` (paper 1, Appendix B.1).
+
+        The low level replaces the exact normal quantile by its third-order Taylor approximation; see
+        :func:`telescope.tasks.g_and_k_ladder.gk_ladder` for ``constant`` (``"pi/2"`` as printed in the paper,
+        default, or the Maclaurin ``"sqrt(pi)/2"``) and ``summary``.
+        """
+        from .g_and_k_ladder import gk_ladder
+
+        return gk_ladder(self.n_draws, constant=constant, summary=summary, costs=costs)

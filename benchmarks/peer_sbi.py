@@ -1,0 +1,91 @@
+"""telescope vs the `sbi` package: NPE and NLE on the same simulations, in one run.
+
+Prints JSON: per method, C2ST against the task's reference posterior on each observation,
+training wall time, sampling wall time, and the ratios telescope / sbi.
+
+    python benchmarks/peer_sbi.py --task two_moons --n 10000 --observations 10
+    python benchmarks/peer_sbi.py --methods npe --observations 3      # quicker
+
+Requires `pip install sbi` (a peer for benchmarks, not a dependency of telescope).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import telescope as ts
+from telescope import metrics
+
+
+def run_telescope(method, task, theta, x, obs, n_samples, seed):
+    est_cls = {"npe": ts.NPE, "nle": ts.NLE}[method]
+    t0 = time.perf_counter()
+    est = est_cls(task.prior, seed=seed).fit(theta, x, progress_bar=False)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    samples = [est.sample(task.observation(i), n_samples, seed=i) for i in obs]
+    return est, train_s, time.perf_counter() - t0, samples, est.history["epochs"]
+
+
+def run_sbi(method, task, theta, x, obs, n_samples, seed):
+    import sbi.inference as si
+    from sbi.utils import BoxUniform
+
+    torch.manual_seed(seed)
+    low, high = ts.priors.prior_bounds(task.prior)
+    prior = BoxUniform(low, high)
+    cls = {"npe": si.NPE, "nle": si.NLE}[method]
+    inf = cls(prior=prior, show_progress_bars=False)
+    t0 = time.perf_counter()
+    inf.append_simulations(theta, x).train()
+    train_s = time.perf_counter() - t0
+    epochs = inf.summary["epochs_trained"][-1] if "epochs_trained" in inf.summary else None
+    post = inf.build_posterior()
+    t0 = time.perf_counter()
+    samples = [post.sample((n_samples,), x=task.observation(i), show_progress_bars=False) for i in obs]
+    return train_s, time.perf_counter() - t0, samples, epochs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="two_moons")
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--observations", type=int, default=10)
+    p.add_argument("--samples", type=int, default=2_000)
+    p.add_argument("--methods", default="npe,nle")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    task = ts.tasks.get(a.task)
+    theta, x = ts.simulate(task.simulator, task.prior, a.n, seed=a.seed, progress_bar=False)
+    obs = list(range(1, a.observations + 1))
+    refs = {i: task.reference_samples(i, n=a.samples) for i in obs}
+    out = {"task": a.task, "n": a.n, "observations": len(obs), "samples": a.samples,
+           "torch_threads": torch.get_num_threads(), "methods": {}}
+    for method in a.methods.split(","):
+        est, tr_t, sa_t, s_t, ep_t = run_telescope(method, task, theta, x, obs, a.samples, a.seed)
+        tr_s, sa_s, s_s, ep_s = run_sbi(method, task, theta, x, obs, a.samples, a.seed)
+        c_t = [metrics.c2st(s, refs[i], seed=i) for s, i in zip(s_t, obs)]
+        c_s = [metrics.c2st(s, refs[i], seed=i) for s, i in zip(s_s, obs)]
+        r = {
+            "telescope": {"train_s": tr_t, "sample_s": sa_t, "epochs": ep_t, "c2st": c_t,
+                          "c2st_mean": sum(c_t) / len(c_t)},
+            "sbi": {"train_s": tr_s, "sample_s": sa_s, "epochs": ep_s, "c2st": c_s, "c2st_mean": sum(c_s) / len(c_s)},
+        }
+        r["train_time_ratio"] = tr_t / tr_s
+        r["total_time_ratio"] = (tr_t + sa_t) / (tr_s + sa_s)
+        r["c2st_diff"] = r["telescope"]["c2st_mean"] - r["sbi"]["c2st_mean"]
+        out["methods"][method] = r
+        print(json.dumps({method: {k: r[k] for k in ("train_time_ratio", "total_time_ratio", "c2st_diff")}}),
+              flush=True)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+r"""Multilevel estimators: any Monte Carlo-loss estimator trained with the MLMC loss (paper 1).
+
+``Multilevel(estimator).fit(levels)`` trains ``estimator``'s network on the output of
+:func:`telescope.simulate_levels` by minimising the MLMC loss of eq. (2) with the gradient
+adjustment of Algorithm 1; afterwards the estimator is used as usual (``sample``, ``log_prob``, ...,
+reached through the wrapper).  :class:`MultilevelNLE` and :class:`MultilevelNPE` are the paper's
+ML-NLE and ML-NPE.  It works for every estimator whose loss is a Monte Carlo average over
+simulations — NLE, NPE, and equally ratio (NRE) or score (NPSE) estimators, whose loss randomness
+(contrastive sets, diffusion times and noise) is replayed identically for the two members of a pair.
+
+* **Shared standardisation.**  The network is built once on all levels' simulations pooled, so its
+  standardisation statistics are ONE statistic applied to every level — never each tensor with its
+  own mean and scale, which would change the differences :math:`f^l - f^{l-1}` and break the coupling.
+* **Minibatches.**  Every epoch has the same number of steps in each level (:func:`telescope.train.train`);
+  a level with fewer pairs than steps has empty batches in some steps.  Each level's term is its sum
+  over the batch divided by its *expected* batch size, so the epoch's gradient is exactly the
+  gradient of eq. (2) whatever the batch sizes.
+* **Checks.**  Pairs whose parameters differ, levels whose ``x`` shapes differ, levels without any
+  valid simulation: errors.  ``n_l`` not decreasing, nearly uncorrelated pairs: warnings.
+  Failed simulations (NaN/inf, in either member of a pair) are dropped with a warning.
+
+Example:
+    >>> import torch, telescope as ts
+    >>> from telescope.multilevel import MultilevelNLE
+    >>> noise = lambda n, g: torch.randn(n, 1, generator=g)
+    >>> ladder = ts.FidelityLadder([lambda th, u: th + 1.1 * u, lambda th, u: th + u], noise=noise, costs=[1, 10])
+    >>> prior = ts.BoxUniform([-1.0], [1.0])
+    >>> levels = ts.simulate_levels(ladder, prior, n=[400, 40], progress_bar=False)
+    >>> ml = MultilevelNLE(prior, transforms=1, hidden=(16,)).fit(levels, max_epochs=3, progress_bar=False)
+    >>> ml.log_likelihood(torch.zeros(1, 1), torch.zeros(1, 1)).shape
+    torch.Size([1, 1])
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..estimators.base import Estimator
+from ..estimators.nle import NLE
+from ..estimators.npe import NPE
+from ..priors import in_support
+from ..simulators import seeded
+from ..train import train
+from .adjust import GradientAdjustment
+from .levels import Level, as_levels, check_coupling, pooled
+from .loss import mlmc_terms
+
+__all__ = ["Multilevel", "MultilevelNLE", "MultilevelNPE"]
+
+_TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train).parameters.items()
+                   if v.default is not inspect.Parameter.empty}
+
+
+def _split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """``(n_train, n_val)`` exactly as :func:`telescope.train.split` divides ``n`` rows."""
+    n_val = int(round(val_fraction * n))
+    n_val = min(max(n_val, 1 if val_fraction > 0 and n > 1 else 0), n - 1)
+    return n - n_val, n_val
+
+
+def _expected_batches(sizes: Sequence[int], batch_size: int, val_fraction: float) -> dict[str, list[float]]:
+    """Expected rows per step of each group, for training and validation passes of ``train``."""
+    tr, va = zip(*(_split_sizes(n, val_fraction) for n in sizes))
+    steps = max(1, math.ceil(max(tr) / batch_size))
+    val_steps = max(1, math.ceil(max(va) / 4096))  # train() validates in chunks of up to 4096 rows
+    return {"train": [max(n / steps, 1e-12) for n in tr], "val": [max(n / val_steps, 1e-12) for n in va]}
+
+
+class Multilevel:
+    r"""Train any Monte Carlo-loss estimator with the multilevel loss (paper 1, eq. 2 and Algorithm 1).
+
+    Arguments:
+        estimator: an untrained telescope estimator instance, e.g. ``NLE(prior)``, ``NPE(prior)``, ``NRE(prior)``.
+        rescale: Algorithm 1's rescaling of each :math:`\zeta^{l-1,-}` to the norm of :math:`\zeta^{l,+}`.
+        project: Algorithm 1's projection of :math:`\nabla h_0` and :math:`\nabla h_c` when they conflict.
+        eps: the :math:`\epsilon` of Algorithm 1.
+        min_correlation: warn when a level's pairs are less correlated than this (MLMC cannot help then).
+
+    After :meth:`fit`, attributes and methods of the estimator (``sample``, ``log_prob``, ``net``,
+    ``history``, ...) are reached through the wrapper; ``history["multilevel"]`` records the level
+    sizes, pair correlations and statistics of the gradient adjustment.
+    """
+
+    #: train() settings for multilevel fits (over the estimator's own defaults); fit(**kwargs) overrides
+    train_defaults: dict[str, Any] = {}
+
+    def __init__(self, estimator: Estimator, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
+                 min_correlation: float = 0.1):
+        if isinstance(estimator, type):
+            raise TypeError(f"estimator must be an estimator instance such as {estimator.__name__}(prior), "
+                            f"got the class {estimator.__name__}")
+        if not isinstance(estimator, Estimator):
+            raise TypeError(f"estimator must be a telescope Estimator (NLE, NPE, NRE, NPSE, ...), "
+                            f"got {type(estimator).__name__}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        self.estimator = estimator
+        self.rescale, self.project, self.eps = bool(rescale), bool(project), float(eps)
+        self.min_correlation = float(min_correlation)
+        self.adjustment: GradientAdjustment | None = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or "estimator" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["estimator"], name)
+
+    def __repr__(self) -> str:
+        return (f"Multilevel({type(self.estimator).__name__}, rescale={self.rescale}, project={self.project})")
+
+    # -- training -------------------------------------------------------------------------------
+    def _check_levels(self, levels) -> list[Level]:
+        est = self.estimator
+        lv = as_levels(levels, est.dim_theta, stacklevel=4)
+        for l, level in enumerate(lv):
+            inside = in_support(est.prior, level["theta"])
+            if not inside.all():
+                i = int(torch.nonzero(~inside)[0])
+                raise ValueError(f"levels[{l}] theta has {int((~inside).sum())} rows outside the prior support "
+                                 f"(first: row {i}, {level['theta'][i].tolist()}); expected draws from the prior")
+        if sum(level.n for level in lv) < 2:
+            raise ValueError("need at least 2 valid simulations in all to train")
+        return lv
+
+    def _groups(self, lv: list[Level]) -> list[dict[str, Tensor]]:
+        est = self.estimator
+        groups = [est._data(lv[0]["theta"], lv[0]["x"])]
+        for level in lv[1:]:
+            hi = est._data(level["theta"], level["x"])
+            lo = est._data(level["theta"], level["x_low"])
+            groups.append({**{f"hi/{k}": v for k, v in hi.items()}, **{f"lo/{k}": v for k, v in lo.items()}})
+        return groups
+
+    def fit(self, levels: Sequence, **train_kwargs) -> "Multilevel":
+        """Train on seed-matched level data from :func:`telescope.simulate_levels`; returns ``self``.
+
+        Arguments:
+            levels: ``[(theta_0, x_0), (theta_1, x_1, x_0'), ..., (theta_L, x_L, x_{L-1}')]``.
+            train_kwargs: for :func:`telescope.train.train` (``max_epochs``, ``batch_size``, ``lr``,
+                ``val_fraction``, ``patience``, ``max_time``, ``progress_bar``, ...).  ``batch_size`` is the
+                level-0 batch; every level gets the same number of steps per epoch.
+        """
+        est = self.estimator
+        lv = self._check_levels(levels)
+        correlations = check_coupling(lv, self.min_correlation, stacklevel=3)
+        theta_all, x_all = pooled(lv)
+        est.x_shape = tuple(x_all.shape[1:])
+        seed = est.seed if est.seed is not None else int(torch.randint(2**62, ()).item())
+        with seeded(seed):
+            net = est._build(theta_all, x_all).to(est.device)  # ONE standardisation for every level
+        est.net = net
+        kwargs = {"seed": est.seed, "device": est.device, "desc": f"train ML-{type(est).__name__}",
+                  **est.train_defaults, **self.train_defaults, **train_kwargs}
+        sizes = [level.n for level in lv]
+        expected = _expected_batches(sizes, int(kwargs.get("batch_size", _TRAIN_DEFAULTS["batch_size"])),
+                                     float(kwargs.get("val_fraction", _TRAIN_DEFAULTS["val_fraction"])))
+        weights = {mode: [1.0 / e for e in sizes_] for mode, sizes_ in expected.items()}
+        per_sample = callable(getattr(est, "_loss_terms", None))
+        L = len(lv) - 1
+
+        def loss_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+            batches: list[Any] = [batch[0]]
+            for g in batch[1:]:
+                batches.append(({k[3:]: v for k, v in g.items() if k.startswith("hi/")},
+                                {k[3:]: v for k, v in g.items() if k.startswith("lo/")}))
+            if per_sample:
+                fn = lambda b: est._loss_terms(module, b)  # noqa: E731
+            else:
+                fn = lambda b: est._loss(module, b)  # noqa: E731
+            return mlmc_terms(fn, batches, weights["train" if module.training else "val"], per_sample=per_sample)
+
+        self.adjustment = None
+        if L >= 1 and (self.rescale or self.project):
+            self.adjustment = GradientAdjustment(rescale=self.rescale, project=self.project, eps=self.eps,
+                                                 batched=per_sample)
+        history = train(net, loss_fn, self._groups(lv), backward=self.adjustment, **kwargs)
+        history["multilevel"] = {
+            "n": sizes, "pair_correlations": correlations, "rescale": self.rescale, "project": self.project,
+            "adjustment": self.adjustment.stats if self.adjustment is not None else None,
+        }
+        est.history = history
+        return self
+
+    # -- save / load ------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Save the trained estimator (:meth:`Estimator.save`) plus the multilevel settings in ``config.json``."""
+        path = self.estimator.save(path)
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["multilevel"] = {"rescale": self.rescale, "project": self.project, "eps": self.eps,
+                             "min_correlation": self.min_correlation,
+                             "n": (self.estimator.history.get("multilevel") or {}).get("n")}
+        (path / "config.json").write_text(json.dumps(cfg, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path, prior, **kwargs) -> "Multilevel":
+        """Load a multilevel estimator saved with :meth:`save` (the wrapped estimator's class is read from disk)."""
+        est = Estimator.load(path, prior, **kwargs)
+        cfg = json.loads((Path(path) / "config.json").read_text()).get("multilevel", {})
+        return Multilevel(est, rescale=cfg.get("rescale", True), project=cfg.get("project", True),
+                          eps=cfg.get("eps", 1e-8), min_correlation=cfg.get("min_correlation", 0.1))
+
+
+class MultilevelNLE(Multilevel):
+    """ML-NLE (paper 1): :class:`telescope.NLE` trained with the MLMC loss and gradient adjustment.
+
+    Keyword arguments other than ``rescale``, ``project``, ``eps`` and ``min_correlation`` go to
+    :class:`telescope.NLE` (``flow``, ``transforms``, ``hidden``, ``bins``, ``device``, ``seed``).
+
+    Example:
+        >>> import telescope as ts
+        >>> ml = MultilevelNLE(ts.BoxUniform([0.0], [1.0]), transforms=1)
+        >>> ml
+        Multilevel(NLE, rescale=True, project=True)
+    """
+
+    def __init__(self, prior, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
+                 min_correlation: float = 0.1, **nle_kwargs):
+        super().__init__(NLE(prior, **nle_kwargs), rescale=rescale, project=project, eps=eps,
+                         min_correlation=min_correlation)
+
+
+class MultilevelNPE(Multilevel):
+    """ML-NPE (paper 1): :class:`telescope.NPE` trained with the MLMC loss and gradient adjustment.
+
+    Keyword arguments other than ``rescale``, ``project``, ``eps`` and ``min_correlation`` go to
+    :class:`telescope.NPE` (``flow``, ``transforms``, ``hidden``, ``bins``, ``embedding``, ``device``, ``seed``).
+    """
+
+    def __init__(self, prior, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
+                 min_correlation: float = 0.1, **npe_kwargs):
+        super().__init__(NPE(prior, **npe_kwargs), rescale=rescale, project=project, eps=eps,
+                         min_correlation=min_correlation)

@@ -114,17 +114,19 @@ class NPE(Estimator):
         m = x.shape[0]
         out = torch.empty(n, m, self.dim_theta, device=self.device)
         count = torch.zeros(m, dtype=torch.long, device=self.device)
-        drawn = accepted = 0
-        rate = 1.0
+        acc_col = torch.zeros(m, device=self.device)  # accepted draws per observation
+        drawn = 0  # draws per observation (every round draws k for each)
         t0 = time.perf_counter()
         with seeded(seed if seed is not None else int(torch.randint(2**62, ()).item())):
             while True:
+                todo = count < n
+                rate = ((acc_col + 1) / (drawn + 1))[todo].min().item()  # worst unfinished observation
                 need = int((n - count).max())
-                k = min(max(int(need / max(rate, 1e-3) * 1.1) + 16, 64), max(64, 2**22 // m))
+                k = min(max(int(need / rate * 1.1) + 16, 64), max(64, 2**22 // m))
                 s = net.sample(x, k)  # (k, m, d)
                 ok = in_support(self.prior, s.reshape(-1, self.dim_theta).cpu()).reshape(k, m).to(self.device)
-                drawn, accepted = drawn + k * m, accepted + int(ok.sum())
-                rate = max(accepted / drawn, 1e-6)
+                drawn += k
+                acc_col += ok.sum(0)
                 rank = torch.cumsum(ok.long(), 0) - 1 + count  # slot of each accepted draw
                 keep = ok & (rank < n)
                 cols = torch.arange(m, device=self.device).expand(k, m)
@@ -133,11 +135,16 @@ class NPE(Estimator):
                 if bool((count >= n).all()):
                     break
                 if time.perf_counter() - t0 > max_time:
+                    j = int(torch.argmin(count))
+                    which = f"observation {j} of {m}" if m > 1 else "the observation"
                     raise RuntimeError(
-                        f"NPE rejection sampling got only {int(count.min())} of {n} samples inside the prior support "
-                        f"within max_time={max_time}s (acceptance rate {rate:.2e}); the estimator puts almost no "
-                        f"mass inside the prior for this observation — train longer or on more simulations, check "
-                        f"that x_o is plausible under the simulator, or raise max_time")
+                        f"NPE rejection sampling got only {int(count[j])} of {n} samples inside the prior support "
+                        f"for {which} within max_time={max_time}s (acceptance rate "
+                        f"{float(acc_col[j]) / drawn:.2e}); the estimator puts almost no mass inside the prior "
+                        f"there — train longer or on more simulations, check that the observation is plausible "
+                        f"under the simulator, or raise max_time")
+        accepted = float(acc_col.sum())
+        drawn = drawn * m
         self.acceptance_rate = accepted / drawn
         if self.acceptance_rate < 0.01:
             warnings.warn(f"NPE acceptance rate inside the prior support is low ({self.acceptance_rate:.2%})",

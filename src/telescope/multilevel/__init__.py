@@ -21,7 +21,7 @@ Example:
     >>> import telescope as ts
     >>> a = ts.multilevel.allocate(costs=[50, 80, 300], variances=[1.0, 0.05, 0.01], budget=603_000)
     >>> a.n
-    [8651, 1408, 367]
+    [7370, 1022, 267]
 """
 
 from .adjust import GradientAdjustment, adjust_gradients

@@ -20,7 +20,7 @@ at a pilot network trained on a small pilot set.
 Example:
     >>> a = allocate([1.0, 10.0], [4.0, 0.1], budget=2000.0, mc_variance=4.0)
     >>> a.n, round(a.variance_ratio, 3)
-    ([1052, 86], 0.011)
+    ([1311, 62], 0.233)
 """
 
 from __future__ import annotations

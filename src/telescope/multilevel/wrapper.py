@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,12 +64,23 @@ def _split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
     return n - n_val, n_val
 
 
-def _expected_batches(sizes: Sequence[int], batch_size: int, val_fraction: float) -> dict[str, list[float]]:
-    """Expected rows per step of each group, for training and validation passes of ``train``."""
-    tr, va = zip(*(_split_sizes(n, val_fraction) for n in sizes))
-    steps = max(1, math.ceil(max(tr) / batch_size))
-    val_steps = max(1, math.ceil(max(va) / 4096))  # train() validates in chunks of up to 4096 rows
-    return {"train": [max(n / steps, 1e-12) for n in tr], "val": [max(n / val_steps, 1e-12) for n in va]}
+class _LevelWeights:
+    """Weights ``1 / E[rows per step]`` of each level's summed loss in a training or validation pass.
+
+    :func:`telescope.train.train` gives every group the same number of steps per pass, so a group's
+    expected batch is its share of the pass's rows times the largest group's batch.  Read off the
+    batches themselves, this holds whatever batch size ``train`` chooses.
+    """
+
+    def __init__(self, sizes: Sequence[int], val_fraction: float):
+        tr, va = zip(*(_split_sizes(n, val_fraction) for n in sizes))
+        self.rows = {"train": list(tr), "val": list(va)}
+
+    def __call__(self, mode: str, batch_rows: Sequence[int]) -> list[float]:
+        rows = self.rows[mode]
+        big = max(range(len(rows)), key=lambda i: rows[i])
+        per_row = max(batch_rows[big], 1) / rows[big]  # steps^-1 of this pass
+        return [1.0 / max(n * per_row, 1e-12) for n in rows]
 
 
 class Multilevel:
@@ -158,9 +168,7 @@ class Multilevel:
         kwargs = {"seed": est.seed, "device": est.device, "desc": f"train ML-{type(est).__name__}",
                   **est.train_defaults, **self.train_defaults, **train_kwargs}
         sizes = [level.n for level in lv]
-        expected = _expected_batches(sizes, int(kwargs.get("batch_size", _TRAIN_DEFAULTS["batch_size"])),
-                                     float(kwargs.get("val_fraction", _TRAIN_DEFAULTS["val_fraction"])))
-        weights = {mode: [1.0 / e for e in sizes_] for mode, sizes_ in expected.items()}
+        weights = _LevelWeights(sizes, float(kwargs.get("val_fraction", _TRAIN_DEFAULTS["val_fraction"])))
         per_sample = callable(getattr(est, "_loss_terms", None))
         L = len(lv) - 1
 
@@ -173,7 +181,9 @@ class Multilevel:
                 fn = lambda b: est._loss_terms(module, b)  # noqa: E731
             else:
                 fn = lambda b: est._loss(module, b)  # noqa: E731
-            return mlmc_terms(fn, batches, weights["train" if module.training else "val"], per_sample=per_sample)
+            rows = [next(iter(g.values())).shape[0] for g in batch]
+            w = weights("train" if module.training else "val", rows)
+            return mlmc_terms(fn, batches, w, per_sample=per_sample)
 
         self.adjustment = None
         if L >= 1 and (self.rescale or self.project):

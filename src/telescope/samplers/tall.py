@@ -177,6 +177,8 @@ class TallSampler:
         pilot_samples, pilot_steps, pilot_eta: the GAUSS pilot (per observation).
         covariances: precomputed :math:`\hat\Sigma_j` ``(n_obs, d, d)`` (skips the pilot).
         langevin_steps, tau, prior_term: F-NPSE settings (``prior_term`` ``"bridge"``, eq. 6, or ``"diffused"``).
+        jacobian: optional ``jacobian(z (N, n, d), t) -> (eps (N, n, d), d eps / d z (N, n, d, d))`` for JAC
+            (default: ``d`` backward passes through ``eps_set``).
         generator: the random stream (noise, pilot).
         chunk_rows: at most this many (sample, observation) pairs per network call.
         progress_bar: show progress.
@@ -189,15 +191,16 @@ class TallSampler:
                  schedule: VPSchedule | None = None, steps: int | None = None, eta: float | None = None,
                  spacing: str = "uniform", pilot_samples: int = 256, pilot_steps: int = 50, pilot_eta: float = 0.5,
                  covariances: Tensor | None = None, langevin_steps: int = 5, tau: float = 0.5,
-                 prior_term: str = "bridge", generator: torch.Generator | None = None, device=None,
-                 chunk_rows: int = 2**16, progress_bar: bool = False):
+                 prior_term: str = "bridge", jacobian: Callable[[Tensor, float], tuple[Tensor, Tensor]] | None = None,
+                 generator: torch.Generator | None = None, device=None, chunk_rows: int = 2**16,
+                 progress_bar: bool = False):
         if method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
         if prior_term not in ("bridge", "diffused"):
             raise ValueError(f"prior_term must be 'bridge' (eq. 6) or 'diffused', got {prior_term!r}")
         if isinstance(n_obs, bool) or int(n_obs) < 1:
             raise ValueError(f"n_obs must be >= 1, got {n_obs!r}")
-        self.eps_set, self.n_obs, self.method = eps_set, int(n_obs), method
+        self.eps_set, self.n_obs, self.method, self.jacobian = eps_set, int(n_obs), method, jacobian
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.prior = prior.to(self.device)
         self.dim = prior.dim
@@ -281,39 +284,39 @@ class TallSampler:
     # -- JAC ----------------------------------------------------------------------------------
     def _jac_eps(self, z: Tensor, t: float, abar: float) -> Tensor:
         n, d = self.n_obs, self.dim
+        zr = z.detach().unsqueeze(1).expand(z.shape[0], n, d).clone()
+        if self.jacobian is not None:
+            e, jac = self.jacobian(zr, t)
+        else:
+            with torch.enable_grad():
+                zr.requires_grad_(True)
+                e = self.eps_set(zr, t)  # (N, n, d)
+                rows = [torch.autograd.grad(e[..., k].sum(), zr, retain_graph=k < d - 1)[0] for k in range(d)]
+            jac = torch.stack(rows, -2)  # (N, n, d, d): d e_k / d z_l
+        return self._jac_combine(z, e.detach().double(), jac.detach().double(), abar)
+
+    def _jac_combine(self, z: Tensor, e: Tensor, jac: Tensor, abar: float) -> Tensor:
+        n, d = self.n_obs, self.dim
         v = 1.0 - abar
         r = abar / v
         eye = torch.eye(d, dtype=torch.float64, device=z.device)
-        with torch.enable_grad():
-            zr = z.detach().unsqueeze(1).expand(z.shape[0], n, d).clone().requires_grad_(True)
-            e = self.eps_set(zr, t)  # (N, n, d)
-            rows = [torch.autograd.grad(e[..., k].sum(), zr, retain_graph=k < d - 1)[0] for k in range(d)]
-        jac = torch.stack(rows, -2).double()  # (N, n, d, d): d e_k / d z_l
-        e = e.detach().double()
-        m = eye - math.sqrt(v) * _sym(jac)  # = (alpha / v) * backward covariance
-        chol, bad = torch.linalg.cholesky_ex(m)
-        bad = (bad != 0) | ~torch.isfinite(m).all(-1).all(-1)
-        m_inv = torch.cholesky_inverse(chol)
-        if bool(bad.any()):
-            mb = torch.nan_to_num(m[bad], nan=0.0, posinf=0.0, neginf=0.0)
-            w, u = torch.linalg.eigh(_sym(mb))
-            m_inv[bad] = (u / w.clamp_min(1e-4).unsqueeze(-2)) @ u.transpose(-1, -2)
-            self.info["jac_cov_clipped"] = self.info.get("jac_cov_clipped", 0) + int(bad.sum())
-        prec = r * _sym(m_inv)  # (N, n, d, d)
+        m = eye - math.sqrt(v) * _sym(jac)  # (alpha / v) * backward covariance, must be positive definite
+        chol_m, info_m = torch.linalg.cholesky_ex(m)
+        bad_cov = (info_m != 0) | ~torch.isfinite(m).all(-1).all(-1)  # (N, n)
+        prec = r * _sym(torch.cholesky_inverse(chol_m))  # (N, n, d, d)
         e_prior = (-math.sqrt(v)) * self.prior.score(z, abar).double()
         prec_prior_t = self.prec_prior + r * eye
         lam = _sym(prec.sum(1) + (1 - n) * prec_prior_t)  # (N, d, d)
         num = torch.einsum("Njab,Njb->Na", prec, e) + (1 - n) * (e_prior @ prec_prior_t)
         chol, info = torch.linalg.cholesky_ex(lam)
-        fail = (info != 0) | ~torch.isfinite(lam).all(-1).all(-1)
+        fail = bad_cov.any(1) | (info != 0) | ~torch.isfinite(lam).all(-1).all(-1)
         out = torch.cholesky_solve(num.unsqueeze(-1), chol).squeeze(-1)
         if bool(fail.any()):
-            floor = float(torch.linalg.eigvalsh(self.prec_prior).min()) + r
-            lb = torch.nan_to_num(lam[fail], nan=0.0, posinf=0.0, neginf=0.0)
-            w, u = torch.linalg.eigh(lb)
-            inv = (u / w.clamp_min(floor).unsqueeze(-2)) @ u.transpose(-1, -2)
-            out[fail] = (inv @ torch.nan_to_num(num[fail]).unsqueeze(-1)).squeeze(-1)
-            self.info["lambda_fallback"] = self.info.get("lambda_fallback", 0) + int(fail.sum())
+            # factorised score: GAUSS with every posterior set to the prior (Lambda = prior kernel precision);
+            # near t = 1, where the Jacobian is least reliable, the correction it drops vanishes (Appendix C)
+            out[fail] = e[fail].sum(1) + (1 - n) * e_prior[fail]
+            self.info["jac_fallback"] = self.info.get("jac_fallback", 0) + int(fail.sum())
+            self.info["jac_cov_not_pd"] = self.info.get("jac_cov_not_pd", 0) + int(bad_cov.sum())
         return out.to(z.dtype)
 
     # -- F-NPSE -------------------------------------------------------------------------------
@@ -365,12 +368,11 @@ class TallSampler:
         per_step = self.n_obs * (self.langevin_steps if self.method == "fnpse" else 1)
         self.info.update(nfe=self.steps * per_step, non_finite=self.info.get("non_finite", 0) + bad,
                          seconds=self.info.get("seconds", 0.0) + time.perf_counter() - t0)
-        if self.method == "jac" and (self.info.get("lambda_fallback") or self.info.get("jac_cov_clipped")):
-            warnings.warn(f"JAC: {self.info.get('jac_cov_clipped', 0)} backward covariances were not positive "
-                          f"definite (eigenvalues clipped) and Lambda was not positive definite for "
-                          f"{self.info.get('lambda_fallback', 0)} (sample, step) pairs (eigenvalues floored); "
-                          f"the Jacobian of the score network is unreliable here — method='gauss' is more robust",
-                          RuntimeWarning, stacklevel=2)
+        if self.method == "jac" and self.info.get("jac_fallback"):
+            warnings.warn(f"JAC: for {self.info['jac_fallback']} (sample, step) pairs a backward covariance "
+                          f"(I + v grad s, {self.info['jac_cov_not_pd']} of them) or Lambda was not positive definite; "
+                          f"the factorised score sum_j s_j + (1 - n) s_prior was used there. The Jacobian of the score "
+                          f"network is unreliable — method='gauss' is more robust", RuntimeWarning, stacklevel=2)
         if bad:
             warnings.warn(f"tall sampling with method={self.method!r} diverged for {bad} of {n} samples "
                           f"(non-finite values); use method='gauss' or more steps", RuntimeWarning, stacklevel=2)
@@ -389,7 +391,7 @@ def sample_tall(eps_set: SetEps, n_obs: int, n: int, prior: DiffusedPrior, *, me
         ...     a = sch.alpha_bar(t)[:, None]
         ...     return (1 - a).sqrt() * (z - a.sqrt() * xx / 2) / (a / 2 + 1 - a)
         >>> s = sample_tall(rowwise(eps, x), 3, 4000, DiffusedGaussian(torch.zeros(1), torch.ones(1)),
-        ...                 generator=torch.Generator().manual_seed(0))
+        ...                 steps=200, spacing="quadratic", generator=torch.Generator().manual_seed(0))
         >>> abs(float(s.mean()) - 0.8) < 0.03, abs(float(s.var()) - 0.25) < 0.02   # tall posterior N(0.8, 1/4)
         (True, True)
     """

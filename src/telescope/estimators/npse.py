@@ -1,0 +1,440 @@
+r"""Neural posterior score estimation (NPSE) and tall-data posterior sampling.
+
+A noise-prediction network :math:`\epsilon_\psi(z_t, x, t)` is trained with the denoising
+score-matching loss of the variance-preserving diffusion (Linhart et al., 2024, eq. 42; the
+schedule of :mod:`telescope.diffusion`):
+
+.. math::
+    \mathcal{L}(\psi) = \mathbb{E}_{(\theta, x) \sim p(\theta, x),\, t \sim \mathcal{U}(t_{min}, 1),\,
+    \epsilon \sim \mathcal{N}(0, I)} \big\|\epsilon_\psi(\sqrt{\bar\alpha_t} z + \sqrt{1 - \bar\alpha_t}\epsilon, x, t)
+    - \epsilon\big\|^2, \qquad z = (T(\theta) - m) / s,
+
+on standardised parameters (``m, s`` from the training data; ``T`` is ``log`` on coordinates
+whose prior lives on the positive half-line when ``transform="auto"``, so samples stay
+positive and LogNormal priors become Gaussian).  The score of the diffused posterior is
+:math:`\nabla_z \log p_t(z | x) = -\epsilon_\psi / \sqrt{1 - \bar\alpha_t}`.
+
+**Network** (Appendix E): ``z`` and the standardised ``x`` each pass through an MLP (3 hidden
+layers of 64), ``t`` through the embedding :math:`(\cos(i\pi t), \sin(i\pi t))_{i \le F}`
+(``F = 32``), and their concatenation through an MLP with layer normalisation (hidden 128,
+256, 128).  The first layer of that head is split into a ``z``, an ``x`` and a ``t`` part, so
+the ``x`` part is computed once per observation when sampling.
+
+**Training** goes through :func:`telescope.train.train` with an exponential moving average of
+the weights (``ema=0.999``) and early stopping on a held-out split.  The validation loss uses
+fixed noise and times (a seeded generator, several draws per row), so it is a deterministic
+function of the weights and early stopping compares like with like; training stops after
+``patience`` epochs without improvement and restores the best (averaged) weights.
+
+**Sampling**: DDIM with ``eta`` (eqs. 3-5), DDPM (``eta = 1``) and the deterministic
+probability-flow sampler (``eta = 0``), any number of steps, vectorised over samples and
+observations (:meth:`NPSE.sample_batched`).  For a *set* of observations
+:meth:`NPSE.sample` draws from the tall posterior with GAUSS, JAC or F-NPSE
+(:mod:`telescope.samplers.tall`), using the analytic diffused prior score
+(:mod:`telescope.samplers.prior_scores`) or, for priors without one, a prior score learned by
+the same network with ``x`` dropped at rate ``p_uncond`` (classifier-free, footnote 2).
+
+Reference: Linhart, Cardoso, Gramfort, Le Corff, Rodrigues (2024). Diffusion posterior sampling
+for simulation-based inference in tall data settings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..diffusion import VPSchedule, noise_prediction_loss, sampler_eta
+from ..nn import fit_standardize
+from ..priors import in_support
+from ..samplers.prior_scores import (DiffusedPrior, LearnedPriorScore, PriorScoreError, diffused_prior,
+                                     positive_dims)
+from ..samplers.tall import METHODS, TallSampler, ddim_sample, paper_eta
+from ..utils import check_count, progress
+from .base import Estimator
+
+__all__ = ["NPSE", "ScoreNet", "TimeEmbedding"]
+
+
+class TimeEmbedding(nn.Module):
+    r"""``t (*,) -> (*, 2F)``: :math:`(\cos(i\pi t), \sin(i\pi t))_{1 \le i \le F}` (Appendix E)."""
+
+    def __init__(self, frequencies: int = 32):
+        super().__init__()
+        self.register_buffer("freqs", torch.arange(1, frequencies + 1, dtype=torch.float32) * math.pi)
+
+    def forward(self, t: Tensor) -> Tensor:
+        a = t.unsqueeze(-1) * self.freqs
+        return torch.cat([a.cos(), a.sin()], -1)
+
+
+def _mlp(n_in: int, n_out: int, hidden: Sequence[int], layer_norm: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip([n_in, *hidden[:-1]], hidden):
+        layers += [nn.Linear(a, b)] + ([nn.LayerNorm(b)] if layer_norm else []) + [nn.SiLU()]
+    layers.append(nn.Linear(hidden[-1] if hidden else n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class ScoreNet(nn.Module):
+    r"""The noise-prediction network :math:`\epsilon_\psi(z_t, x, t)` of Appendix E.
+
+    Holds the standardisation of ``theta`` (after the log transform) and of ``x`` as buffers.
+    ``forward(z, t, x)`` takes ``z (*, d)``, ``t`` (a number or ``(*,)``) and ``x (*, *x_shape)``;
+    :meth:`encode_x` and :meth:`eps_codes` split it so that the ``x`` code is computed once.
+    """
+
+    def __init__(self, dim: int, x_shape: tuple[int, ...], *, theta_loc: Tensor, theta_scale: Tensor,
+                 log_dims: Tensor, x_loc: Tensor, x_scale: Tensor, z_precision: Tensor,
+                 embedding: nn.Module | None = None, hidden: Sequence[int] = (128, 256, 128), embed: int = 64,
+                 embed_hidden: Sequence[int] = (64, 64, 64), frequencies: int = 32):
+        super().__init__()
+        self.dim, self.x_shape = dim, tuple(x_shape)
+        self.register_buffer("theta_loc", theta_loc.float())
+        self.register_buffer("theta_scale", theta_scale.float())
+        self.register_buffer("log_dims", log_dims.bool())
+        self.register_buffer("x_loc", x_loc.float())
+        self.register_buffer("x_scale", x_scale.float())
+        self.register_buffer("z_precision", z_precision.float())
+        self.embedding = embedding if embedding is not None else nn.Identity()
+        with torch.no_grad():
+            n_x = int(self.embedding(torch.zeros(2, *self.x_shape)).reshape(2, -1).shape[1])
+        self.theta_net = _mlp(dim, embed, list(embed_hidden))
+        self.x_net = _mlp(n_x, embed, list(embed_hidden))
+        self.time = TimeEmbedding(frequencies)
+        self.null = nn.Parameter(torch.zeros(embed))  # the "no observation" code (learned prior score)
+        hidden = list(hidden)
+        self.in_theta = nn.Linear(embed, hidden[0])
+        self.in_x = nn.Linear(embed, hidden[0], bias=False)
+        self.in_t = nn.Linear(2 * frequencies, hidden[0], bias=False)
+        layers: list[nn.Module] = [nn.LayerNorm(hidden[0]), nn.SiLU()]
+        for a, b in zip(hidden[:-1], hidden[1:]):
+            layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU()]
+        layers.append(nn.Linear(hidden[-1], dim))
+        self.head = nn.Sequential(*layers)
+
+    # -- the working space ----------------------------------------------------------------------
+    def to_working(self, theta: Tensor) -> Tensor:
+        """``theta (*, d) -> z (*, d)``: log on ``log_dims``, then standardise."""
+        u = torch.where(self.log_dims, torch.log(theta.clamp_min(1e-38)), theta) if bool(self.log_dims.any()) \
+            else theta
+        return (u - self.theta_loc) / self.theta_scale
+
+    def from_working(self, z: Tensor) -> Tensor:
+        """``z (*, d) -> theta (*, d)``, the inverse of :meth:`to_working`."""
+        u = z * self.theta_scale + self.theta_loc
+        return torch.where(self.log_dims, torch.exp(u), u) if bool(self.log_dims.any()) else u
+
+    # -- the network ----------------------------------------------------------------------------
+    def encode_x(self, x: Tensor) -> Tensor:
+        """``x (m, *x_shape) -> (m, embed)``."""
+        h = self.embedding((x - self.x_loc) / self.x_scale)
+        return self.x_net(h.reshape(h.shape[0], -1))
+
+    def eps_codes(self, z: Tensor, t, hx: Tensor) -> Tensor:
+        """Noise prediction from ``z (*, d)``, ``t`` (number or ``(*,)``) and an ``x`` code broadcastable to ``(*, embed)``."""
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
+        a = self.in_theta(self.theta_net(z)) + self.in_x(hx) + self.in_t(self.time(t))
+        return self.head(a)
+
+    def forward(self, z: Tensor, t, x: Tensor) -> Tensor:
+        return self.eps_codes(z, t, self.encode_x(x))
+
+
+class NPSE(Estimator):
+    """Neural posterior score estimation with tall-data sampling (GAUSS, JAC, F-NPSE).
+
+    Arguments:
+        prior: torch Distribution with event shape ``(d,)``.
+        hidden, embed, embed_hidden, frequencies: network sizes (Appendix E defaults).
+        schedule: the :class:`~telescope.diffusion.VPSchedule` (or its ``to_dict()``); default ``VPSchedule()``.
+        transform: ``"auto"`` diffuses ``log theta`` on coordinates whose prior support is the
+            positive half-line (e.g. LogNormal), ``None`` diffuses ``theta`` as it is.
+        prior_score: ``"analytic"`` (Gaussian, uniform, LogNormal and products of them; raises
+            :class:`~telescope.samplers.prior_scores.PriorScoreError` for other priors),
+            ``"learned"`` (classifier-free: ``x`` dropped at rate ``p_uncond`` in training), or
+            ``"auto"`` (analytic where possible, else learned).  Only tall sampling needs it.
+        p_uncond: rate at which ``x`` is replaced by the null code when the prior score is learned.
+        t_min: smallest diffusion time in the loss.
+        embedding: optional ``nn.Module`` applied to standardised ``x`` before the x-MLP.
+        device, seed: where to train and sample; seed of initialisation, split and shuffling.
+
+    Example:
+        >>> import telescope as ts
+        >>> from telescope.estimators.npse import NPSE
+        >>> task = ts.tasks.get("gaussian_linear", dim=2)
+        >>> theta, x = ts.simulate(task.simulator, task.prior, 300, seed=0, progress_bar=False)
+        >>> est = NPSE(task.prior, hidden=(32, 32), embed=16, embed_hidden=(16,)).fit(
+        ...     theta, x, max_epochs=2, progress_bar=False)
+        >>> est.sample(x[0], 5, steps=10).shape                  # one observation
+        torch.Size([5, 2])
+        >>> est.sample(x[:4], 5, method="gauss", steps=10, pilot_steps=5).shape   # tall posterior of 4
+        torch.Size([5, 2])
+    """
+
+    train_defaults = {"batch_size": 256, "lr": 1e-3, "patience": 30, "max_epochs": 1000, "ema": 0.999,
+                      "val_fraction": 0.1}
+
+    def __init__(self, prior, *, hidden: Sequence[int] = (128, 256, 128), embed: int = 64,
+                 embed_hidden: Sequence[int] = (64, 64, 64), frequencies: int = 32,
+                 schedule: VPSchedule | dict | None = None, transform: str | None = "auto",
+                 prior_score: str = "auto", p_uncond: float = 0.1, t_min: float = 1e-3,
+                 embedding: nn.Module | None = None, device=None, seed: int | None = 0):
+        if isinstance(schedule, VPSchedule):
+            schedule = schedule.to_dict()
+        if schedule is not None and not isinstance(schedule, dict):
+            raise TypeError(f"schedule must be a telescope.diffusion.VPSchedule or its to_dict(), got "
+                            f"{type(schedule).__name__}")
+        if transform not in ("auto", None):
+            raise ValueError(f"transform must be 'auto' or None, got {transform!r}")
+        if prior_score not in ("auto", "analytic", "learned"):
+            raise ValueError(f"prior_score must be 'auto', 'analytic' or 'learned', got {prior_score!r}")
+        if not 0.0 <= p_uncond < 1.0:
+            raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond!r}")
+        if not 0.0 <= t_min < 1.0:
+            raise ValueError(f"t_min must lie in [0, 1), got {t_min!r}")
+        if not hidden or isinstance(frequencies, bool) or int(frequencies) < 1 or int(embed) < 1:
+            raise ValueError(f"need non-empty hidden, embed >= 1 and frequencies >= 1, got hidden={hidden!r}, "
+                             f"embed={embed!r}, frequencies={frequencies!r}")
+        super().__init__(prior, embedding=embedding, device=device, seed=seed, hidden=[int(h) for h in hidden],
+                         embed=int(embed), embed_hidden=[int(h) for h in embed_hidden], frequencies=int(frequencies),
+                         schedule=schedule, transform=transform, prior_score=prior_score, p_uncond=float(p_uncond),
+                         t_min=float(t_min))
+        self.schedule = VPSchedule(**schedule) if schedule is not None else VPSchedule()
+        self.log_dims = positive_dims(self.prior) if transform == "auto" else torch.zeros(self.dim_theta, dtype=torch.bool)
+        if prior_score in ("auto", "analytic"):
+            try:
+                diffused_prior(self.prior, log_dims=self.log_dims)
+                prior_score = "analytic"
+            except PriorScoreError:
+                if prior_score == "analytic":
+                    raise
+                prior_score = "learned"
+        self.config["prior_score"] = prior_score  # resolved, so a saved estimator reloads the same way
+        self.sample_info: dict = {}
+
+    @property
+    def learns_prior(self) -> bool:
+        """Whether the prior score is learned by the network (``prior_score="learned"``)."""
+        return self.config["prior_score"] == "learned"
+
+    # -- training -------------------------------------------------------------------------------
+    def _transform(self, theta: Tensor) -> Tensor:
+        if not bool(self.log_dims.any()):
+            return theta
+        return torch.where(self.log_dims, torch.log(theta.clamp_min(1e-38)), theta)
+
+    def _build(self, theta: Tensor, x: Tensor) -> nn.Module:
+        c = self.config
+        u = torch.nan_to_num(self._transform(theta), nan=0.0, posinf=0.0, neginf=0.0)
+        std_theta = fit_standardize(u)
+        std_x = fit_standardize(x)
+        z = (u - std_theta.mean) / std_theta.std
+        cov = torch.cov(z.T).reshape(self.dim_theta, self.dim_theta) if z.shape[0] > 1 else torch.eye(self.dim_theta)
+        cov = torch.nan_to_num(cov) + 1e-6 * torch.eye(self.dim_theta)
+        prec = torch.linalg.pinv(0.5 * (cov + cov.T))
+        return ScoreNet(self.dim_theta, tuple(x.shape[1:]), theta_loc=std_theta.mean, theta_scale=std_theta.std,
+                        log_dims=self.log_dims, x_loc=std_x.mean, x_scale=std_x.std, z_precision=prec,
+                        embedding=self.embedding, hidden=c["hidden"], embed=c["embed"],
+                        embed_hidden=c["embed_hidden"], frequencies=c["frequencies"])
+
+    def _loss(self, net: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        theta, x = batch["theta"], batch["x"]
+        gen = None
+        if not net.training:  # validation: fixed noise and times, several draws per row
+            gen = torch.Generator(device=theta.device).manual_seed(0x5EED)
+            rep = max(1, min(16, 4096 // max(theta.shape[0], 1)))
+            if rep > 1:
+                theta = theta.repeat(rep, 1)
+                x = x.repeat(rep, *([1] * (x.dim() - 1)))
+        z0 = net.to_working(theta)
+        hx = net.encode_x(x)
+        if self.learns_prior:
+            drop = torch.rand(z0.shape[0], generator=gen, device=z0.device) < self.config["p_uncond"]
+            hx = torch.where(drop[:, None], net.null.expand_as(hx), hx)
+        return noise_prediction_loss(lambda zt, t, y: net.eps_codes(zt, t, y), z0, self.schedule, y=hx,
+                                     t_min=self.config["t_min"], generator=gen)
+
+    # -- scores ---------------------------------------------------------------------------------
+    def _eps_set(self, x: Tensor) -> Callable[[Tensor, float], Tensor]:
+        """The :data:`~telescope.samplers.tall.SetEps` of the trained network over observations ``x (m, *x_shape)``."""
+        net = self._trained()
+        with torch.no_grad():
+            hx = net.encode_x(x.to(self.device))
+
+        def eps_set(z: Tensor, t: float) -> Tensor:
+            return net.eps_codes(z, t, hx)
+
+        return eps_set
+
+    def prior_score(self) -> DiffusedPrior:
+        """The diffused prior score in the network's working space (analytic or learned)."""
+        net = self._trained()
+        if not self.learns_prior:
+            return diffused_prior(self.prior, loc=net.theta_loc.double().cpu(), scale=net.theta_scale.double().cpu(),
+                                  log_dims=self.log_dims).to(self.device)
+
+        def eps(z: Tensor, alpha_bar: float) -> Tensor:
+            t = float(self.schedule.t_from_alpha_bar(torch.tensor(alpha_bar, dtype=torch.float64)))
+            return net.eps_codes(z, t, net.null)
+
+        return LearnedPriorScore(eps, net.z_precision.double())
+
+    def score(self, theta, x, t) -> Tensor:
+        r"""The diffused posterior score :math:`\nabla_z \log p_t(z | x)` in the working space.
+
+        Arguments:
+            theta: working-space points ``z (n, d)`` (use ``net.to_working`` for parameters).
+            x: one observation or ``(n, *x_shape)``.
+            t: diffusion time in ``(0, 1]`` (a number).
+        """
+        net = self._trained()
+        z = self._check_theta(theta, "theta").to(self.device)
+        xs = self._check_x(x).to(self.device)
+        t = float(t)
+        if not 0.0 < t <= 1.0:
+            raise ValueError(f"t must lie in (0, 1], got {t}")
+        with torch.no_grad():
+            e = net.eps_codes(z, t, net.encode_x(xs))
+        return -e / float(self.schedule.sigma(torch.tensor(t, dtype=torch.float64)))
+
+    # -- sampling -------------------------------------------------------------------------------
+    def _generator(self, seed: int | None) -> torch.Generator:
+        seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def _fill(self, draw: Callable[[int], Tensor], n: int, m: int, max_time: float, what: str) -> Tensor:
+        """Draw ``(k, m, d)`` batches of parameters until ``n`` per column lie in the prior support."""
+        out = torch.empty(n, m, self.dim_theta)
+        count = torch.zeros(m, dtype=torch.long)
+        drawn = accepted = 0
+        rate = 1.0
+        t0 = time.perf_counter()
+        while True:
+            need = int((n - count).max())
+            k = min(max(int(need / max(rate, 1e-3) * 1.1) + 8, 16), max(16, 4 * n))
+            s = draw(k).cpu()
+            ok = in_support(self.prior, s.reshape(-1, self.dim_theta)).reshape(k, m)
+            drawn, accepted = drawn + k * m, accepted + int(ok.sum())
+            rate = max(accepted / drawn, 1e-6)
+            rank = torch.cumsum(ok.long(), 0) - 1 + count
+            keep = ok & (rank < n)
+            cols = torch.arange(m).expand(k, m)
+            out[rank[keep], cols[keep]] = s[keep]
+            count = torch.clamp(count + ok.sum(0), max=n)
+            if bool((count >= n).all()):
+                break
+            if time.perf_counter() - t0 > max_time:
+                raise RuntimeError(
+                    f"NPSE {what} got only {int(count.min())} of {n} samples inside the prior support (finite "
+                    f"and in range) within max_time={max_time}s (acceptance rate {rate:.2e}); train longer or on "
+                    f"more simulations, use more steps, or raise max_time")
+        self.sample_info["acceptance_rate"] = accepted / drawn
+        if accepted / drawn < 0.01:
+            warnings.warn(f"NPSE acceptance rate inside the prior support is low ({accepted / drawn:.2%})",
+                          RuntimeWarning, stacklevel=3)
+        return out
+
+    def _check_steps(self, steps, default: int) -> int:
+        return check_count("steps", steps) if steps is not None else default
+
+    @torch.no_grad()
+    def sample_batched(self, x, n: int, *, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
+                       spacing: str = "uniform", seed: int | None = None, max_time: float = 300.0,
+                       progress_bar: bool = False) -> Tensor:
+        """``n`` samples of each of the ``m`` single-observation posteriors of ``x (m, *x_shape)``: ``(n, m, d)``.
+
+        Arguments:
+            steps: reverse steps (default 100).
+            sampler: ``"ddim"`` (with ``eta``; default :func:`~telescope.samplers.tall.paper_eta`),
+                ``"ddpm"`` (``eta = 1``) or ``"ode"`` (deterministic probability flow, ``eta = 0``).
+            spacing: time grid, ``"uniform"`` or ``"quadratic"`` (finer near ``t = 0``).
+            seed: seeds the noise; samples outside the prior support are redrawn.
+        """
+        net = self._trained()
+        n = check_count("n", n)
+        xs = self._check_x(x)
+        steps = self._check_steps(steps, 100)
+        eta = sampler_eta(sampler, eta if eta is not None or sampler != "ddim" else paper_eta(steps))
+        if spacing not in ("uniform", "quadratic"):
+            raise ValueError(f"spacing must be 'uniform' or 'quadratic', got {spacing!r}")
+        m = xs.shape[0]
+        eps_set = self._eps_set(xs)
+        gen = self._generator(seed)
+        per = max(1, 2**16 // m)
+        self.sample_info = {"method": "single", "steps": steps, "eta": eta, "spacing": spacing, "n_obs": m}
+
+        def draw(k: int) -> Tensor:
+            parts = []
+            with progress(total=steps * math.ceil(k / per), desc="NPSE sampling", enabled=progress_bar,
+                          unit="step") as bar:
+                for lo in range(0, k, per):
+                    z = torch.randn(min(per, k - lo), m, self.dim_theta, generator=gen, device=self.device)
+                    z = ddim_sample(eps_set, z, schedule=self.schedule, steps=steps, eta=eta, spacing=spacing,
+                                    generator=gen, bar=bar)
+                    parts.append(net.from_working(z))
+            return torch.cat(parts)
+
+        return self._fill(draw, n, m, max_time, "sampling")
+
+    def sample(self, x, n: int, *, method: str | None = None, steps: int | None = None, sampler: str = "ddim",
+               eta: float | None = None, spacing: str = "uniform", seed: int | None = None,
+               pilot_samples: int = 256, pilot_steps: int = 50, langevin_steps: int = 5, tau: float = 0.5,
+               prior_term: str = "bridge", max_time: float = 300.0, progress_bar: bool = False) -> Tensor:
+        r"""``n`` posterior samples ``(n, d)`` given one observation or a set of i.i.d. observations.
+
+        Arguments:
+            x: one observation (shape as one x at fit), or a set ``(n_obs, *x_shape)`` of
+                observations of the same parameter; with ``n_obs > 1`` the samples follow the
+                tall posterior :math:`p(\theta | x_{1:n}) \propto \lambda^{1-n}\prod_j p(\theta | x_j)`.
+            n: number of samples.
+            method: ``"gauss"`` (default for sets), ``"jac"`` or ``"fnpse"`` (:mod:`telescope.samplers.tall`).
+            steps: reverse steps (default 100 for one observation, 50 for GAUSS, 1000 for JAC,
+                400 for F-NPSE).
+            sampler, eta: DDIM ``eta`` (``"ddim"``, default :func:`~telescope.samplers.tall.paper_eta`),
+                ``"ddpm"`` (1) or ``"ode"`` (0); not used by F-NPSE.
+            spacing: time grid, ``"uniform"`` (the paper) or ``"quadratic"`` (finer near ``t = 0``).
+            seed: seeds every random draw.
+            pilot_samples, pilot_steps: the GAUSS pilot run per observation (one batched DDIM).
+            langevin_steps, tau, prior_term: F-NPSE settings.
+            max_time: give up (RuntimeError) when ``n`` samples inside the prior support cannot be had in time.
+            progress_bar: show progress.
+
+        Returns:
+            ``(n, d)`` samples; details of the run (pilot time, fallbacks, acceptance rate) are in
+            ``self.sample_info``.
+        """
+        net = self._trained()
+        n = check_count("n", n)
+        if method is not None and method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)} (tall-data samplers), got {method!r}")
+        x = torch.as_tensor(x, dtype=torch.float32) if not isinstance(x, Tensor) else x.float()
+        if x.dim() > len(self.x_shape or ()) and x.shape[0] == 0:
+            raise ValueError(f"x has no observations (shape {tuple(x.shape)}); expected one observation of shape "
+                             f"{self.x_shape} or a set (n_obs, {', '.join(map(str, self.x_shape or ()))}) with n_obs >= 1")
+        xs = self._check_x(x, "x")
+        if xs.shape[0] == 1:
+            return self.sample_batched(xs, n, steps=steps, sampler=sampler, eta=eta, spacing=spacing, seed=seed,
+                                       max_time=max_time, progress_bar=progress_bar)[:, 0]
+        method = method or "gauss"
+        prior = self.prior_score()
+        gen = self._generator(seed)
+        steps = check_count("steps", steps) if steps is not None else None
+        if method != "fnpse":
+            default = {"gauss": 50, "jac": 1000}[method]
+            eta = sampler_eta(sampler, eta if eta is not None or sampler != "ddim" else paper_eta(steps or default))
+        ts = TallSampler(self._eps_set(xs), xs.shape[0], prior, method=method, schedule=self.schedule, steps=steps,
+                         eta=eta, spacing=spacing, pilot_samples=check_count("pilot_samples", pilot_samples, 2),
+                         pilot_steps=check_count("pilot_steps", pilot_steps), langevin_steps=langevin_steps, tau=tau,
+                         prior_term=prior_term, generator=gen, device=self.device, progress_bar=progress_bar)
+        self.sample_info = ts.info
+
+        def draw(k: int) -> Tensor:
+            return net.from_working(ts.sample(k)).unsqueeze(1)
+
+        with torch.no_grad():
+            return self._fill(draw, n, 1, max_time, f"tall sampling ({method})")[:, 0]

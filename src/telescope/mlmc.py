@@ -741,6 +741,10 @@ def mlmc_test(sampler: LevelSampler, *, n: int, L: int, eps: Sequence[float], M:
     Returns:
         ``{"convergence": ..., "complexity": ...}`` (JSON-able).
     """
+    M = _check_M(M)
+    eps = [_check_eps(e) for e in eps]
+    if not eps:
+        raise ValueError("eps must be a non-empty list of tolerances")
     conv = convergence_test(sampler, n, L, M=M, cost=cost, norm=norm, batch_size=batch_size, progress=progress)
     comp = complexity_test(sampler, eps, M=M, start_level=start_level, convergence=conv, n_initial=n_initial,
                            norm=norm, cost=cost, batch_size=batch_size, progress=progress, **kwargs)

@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from .diffusion import VPSchedule, ddim_coefficients, noise_prediction_loss, sampler_eta
 from .mlmc_diffusion import CoupledDiffusion
 
-__all__ = ["GaussianData", "gaussian_problem", "DigitsEps", "train_digits_model", "digits_problem",
-           "load_digits_tensor"]
+__all__ = ["GaussianData", "gaussian_problem", "DigitsEps", "digits_loss", "train_digits_model", "digits_problem",
+           "load_digits_tensor", "load_or_train_digits", "plot_digits_samples", "run_gaussian", "run_digits", "summary", "TASKS"]
 
 
 class GaussianData:
@@ -223,55 +223,60 @@ class DigitsEps(nn.Module):
         return self.net(torch.cat([x, arg.sin(), arg.cos(), y[:, :16], task], 1))
 
 
-def _task_batch(x0: Tensor, g: torch.Generator, mask: Tensor) -> tuple[Tensor, Tensor]:
+def _task_batch(x0: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Random task per row: conditioning ``y (n, 17)`` and the per-row diffusion mask ``(n, 64)``."""
     n = x0.shape[0]
-    task = torch.randint(0, 3, (n,), generator=g)
-    y = torch.zeros(n, 17)
+    task = torch.randint(0, 3, (n,), device=x0.device)
+    y = torch.zeros(n, 17, device=x0.device)
     y[:, 16] = task.float()
     sr = task == 1
     y[sr, :16] = _pool(x0[sr])
-    m = torch.ones(n, 64)
-    m[task == 2] = mask
+    m = torch.ones(n, 64, device=x0.device)
+    m[task == 2] = mask.to(x0.device)
     return y, m
 
 
-def train_digits_model(x: Tensor, *, schedule: VPSchedule, steps: int = 6000, batch: int = 256, lr: float = 2e-3,
-                       hidden: int = 256, seed: int = 0, progress: bool = False,
-                       log: Callable[[str], None] | None = None) -> DigitsEps:
-    """Train :class:`DigitsEps` by denoising score matching on all three tasks at once.
+def digits_loss(schedule: VPSchedule, t_min: float = 1e-3) -> Callable:
+    """The multitask denoising loss ``loss_fn(net, {"x": x0})`` for :func:`telescope.train.train`.
 
-    Minibatch Adam with a cosine learning-rate decay; each row gets a random task: the
-    unconditional model (for denoising), the super-resolution model conditioned on the 2x2
-    average-pooled image, or the inpainting model in which the observed pixels stay clean
-    and only the centre block is noised and scored (:func:`noise_prediction_loss` with a mask).
+    Each row gets a random task: unconditional (used for denoising), super-resolution
+    conditioned on the 2x2 average-pooled image, or inpainting in which the observed pixels
+    stay clean and only the centre block is noised and scored.  Uses the global RNG (seeded by
+    the training loop).
     """
-    from .utils import progress as _progress
+    mask = centre_mask()
+
+    def loss_fn(net: nn.Module, batch: dict) -> Tensor:
+        x0 = batch["x"]
+        y, m = _task_batch(x0, mask)
+        t = t_min + (1 - t_min) * torch.rand(x0.shape[0], device=x0.device)
+        noise = torch.randn_like(x0)
+        a = schedule.alpha_bar(t)[:, None]
+        xt = m * (a.sqrt() * x0 + (1 - a).sqrt() * noise) + (1 - m) * x0
+        return (((net(xt, t, y) - noise) ** 2) * m).sum() / m.sum()
+
+    return loss_fn
+
+
+def train_digits_model(x: Tensor, *, schedule: VPSchedule, steps: int = 12000, batch: int = 256, lr: float = 2e-3,
+                       hidden: int = 256, ema: float = 0.999, seed: int = 0, progress: bool = False,
+                       log: Callable[[str], None] | None = None) -> DigitsEps:
+    """Train :class:`DigitsEps` on all three tasks at once (:func:`digits_loss`).
+
+    Uses telescope's one training loop (:func:`telescope.train.train`): minibatch Adam for
+    about ``steps`` steps (whole epochs), no validation split, an exponential moving average
+    of the weights (``ema``) as the final model.
+    """
+    from .train import train
 
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
     net = DigitsEps(hidden=hidden)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.02)
-    mask = centre_mask()
-    t0 = time.time()
-    with _progress(steps, desc="train digits eps", enabled=progress) as bar:
-        for it in range(steps):
-            idx = torch.randint(0, x.shape[0], (batch,), generator=g)
-            x0 = x[idx]
-            y, m = _task_batch(x0, g, mask)
-            t = 1e-3 + (1 - 1e-3) * torch.rand(batch, generator=g)
-            noise = torch.randn(x0.shape, generator=g)
-            a = schedule.alpha_bar(t)[:, None]
-            xt = m * (a.sqrt() * x0 + (1 - a).sqrt() * noise) + (1 - m) * x0
-            loss = (((net(xt, t, y) - noise) ** 2) * m).sum() / m.sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-            if log is not None and (it + 1) % max(1, steps // 5) == 0:
-                log(f"step {it + 1}/{steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
+    per_epoch = math.ceil(x.shape[0] / batch)
+    hist = train(net, digits_loss(schedule), {"x": x}, batch_size=batch, lr=lr, max_epochs=max(1, steps // per_epoch),
+                 val_fraction=0.0, ema=ema, seed=seed, progress_bar=progress, desc="train digits eps")
+    if log is not None:
+        log(f"trained {hist['epochs']} epochs ({hist['epochs'] * per_epoch} steps) in {hist['seconds']:.0f}s, "
+            f"final loss {hist['train_loss'][-1]:.4f}")
     net.eval()
     return net
 
@@ -439,8 +444,41 @@ def load_or_train_digits(model: str | None = None, *, schedule: VPSchedule, step
     return net, cfg
 
 
+def plot_digits_samples(net: DigitsEps, x_true: Tensor, path: str, *, schedule: VPSchedule, level: int = 8,
+                        n: int = 6, seed: int = 0, tasks=TASKS) -> None:
+    """Truth, observation and ``n`` posterior samples (``2**level`` steps) per task, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(tasks), n + 2, figsize=(1.3 * (n + 2), 1.4 * len(tasks)), squeeze=False)
+    for r, task in enumerate(tasks):
+        lv, info = digits_problem(task, net, x_true, schedule=schedule, seed=seed)
+        xs, _ = lv.paths(level, n, coarse=False)
+        y = torch.tensor(info["y"])
+        if task == "superres":
+            y = y.reshape(4, 4).repeat_interleave(2, 0).repeat_interleave(2, 1)
+        elif task == "inpaint":
+            y = y.reshape(8, 8).clone()
+            y[centre_mask().reshape(8, 8).bool()] = float("nan")
+        imgs = [x_true.reshape(8, 8), y.reshape(8, 8)] + [xs[i].reshape(8, 8) for i in range(n)]
+        for c, im in enumerate(imgs):
+            ax = axes[r][c]
+            ax.imshow(im.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(task, fontsize=8)
+    axes[0][0].set_title("truth", fontsize=8)
+    axes[0][1].set_title("observation", fontsize=8)
+    axes[0][2].set_title(f"posterior samples ({2**level} steps)", fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def run_digits(out_dir: str | None = None, *, tasks=TASKS, model: str | None = None, train_steps: int = 12000,
-               n: int = 2000, L: int = 9, eps=(0.008, 0.004, 0.002, 0.001), M: int = 2, start_level="auto",
+               n: int = 1000, L: int = 9, eps=(0.008, 0.004, 0.002, 0.001), M: int = 2, start_level="auto",
                image: int = 1700, sampler: str | None = None, seed: int = 0, progress: bool = False,
                log: Callable[[str], None] = print) -> dict:
     """Experiment (a): toy Bayesian imaging on 8x8 digits, MLMC vs MC for the pixel-wise second moment.
@@ -457,6 +495,12 @@ def run_digits(out_dir: str | None = None, *, tasks=TASKS, model: str | None = N
                                     log=log)
     x_true = load_digits_tensor()[image]
     out: dict = {"model": cfg, "image": image}
+    if out_dir is not None:
+        import os
+
+        os.makedirs(out_dir, exist_ok=True)
+        out["samples_png"] = os.path.join(out_dir, "digits_samples.png")
+        plot_digits_samples(net, x_true, out["samples_png"], schedule=schedule, tasks=tasks, seed=seed)
     for task in tasks:
         t0 = time.time()
         lv, info = digits_problem(task, net, x_true, schedule=schedule, seed=seed, M=M, sampler=sampler)

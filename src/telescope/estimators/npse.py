@@ -89,7 +89,7 @@ class ScoreNet(nn.Module):
     """
 
     def __init__(self, dim: int, x_shape: tuple[int, ...], *, theta_loc: Tensor, theta_scale: Tensor,
-                 log_dims: Tensor, x_loc: Tensor, x_scale: Tensor, z_precision: Tensor,
+                 log_dims: Tensor, x_loc: Tensor, x_scale: Tensor, z_precision: Tensor, z_range: Tensor,
                  embedding: nn.Module | None = None, hidden: Sequence[int] = (128, 256, 128), embed: int = 64,
                  embed_hidden: Sequence[int] = (64, 64, 64), frequencies: int = 32):
         super().__init__()
@@ -100,6 +100,7 @@ class ScoreNet(nn.Module):
         self.register_buffer("x_loc", x_loc.float())
         self.register_buffer("x_scale", x_scale.float())
         self.register_buffer("z_precision", z_precision.float())
+        self.register_buffer("z_range", z_range.float())  # (2, d): min and max of the training z
         self.embedding = embedding if embedding is not None else nn.Identity()
         with torch.no_grad():
             n_x = int(self.embedding(torch.zeros(2, *self.x_shape)).reshape(2, -1).shape[1])
@@ -128,6 +129,12 @@ class ScoreNet(nn.Module):
         """``z (*, d) -> theta (*, d)``, the inverse of :meth:`to_working`."""
         u = z * self.theta_scale + self.theta_loc
         return torch.where(self.log_dims, torch.exp(u), u) if bool(self.log_dims.any()) else u
+
+    def clip_range(self, margin: float = 0.25) -> tuple[Tensor, Tensor]:
+        """Bounds ``(lo, hi)`` for denoised estimates: the training range of ``z`` widened by ``margin`` of its width."""
+        lo, hi = self.z_range[0], self.z_range[1]
+        w = (hi - lo).clamp_min(1e-6)
+        return lo - margin * w, hi + margin * w
 
     # -- the network ----------------------------------------------------------------------------
     def encode_x(self, x: Tensor) -> Tensor:
@@ -237,8 +244,9 @@ class NPSE(Estimator):
         cov = torch.cov(z.T).reshape(self.dim_theta, self.dim_theta) if z.shape[0] > 1 else torch.eye(self.dim_theta)
         cov = torch.nan_to_num(cov) + 1e-6 * torch.eye(self.dim_theta)
         prec = torch.linalg.pinv(0.5 * (cov + cov.T))
+        z_range = torch.stack([z.min(0).values, z.max(0).values])
         return ScoreNet(self.dim_theta, tuple(x.shape[1:]), theta_loc=std_theta.mean, theta_scale=std_theta.std,
-                        log_dims=self.log_dims, x_loc=std_x.mean, x_scale=std_x.std, z_precision=prec,
+                        log_dims=self.log_dims, x_loc=std_x.mean, x_scale=std_x.std, z_precision=prec, z_range=z_range,
                         embedding=self.embedding, hidden=c["hidden"], embed=c["embed"],
                         embed_hidden=c["embed_hidden"], frequencies=c["frequencies"])
 
@@ -344,8 +352,8 @@ class NPSE(Estimator):
 
     @torch.no_grad()
     def sample_batched(self, x, n: int, *, steps: int | None = None, sampler: str = "ddim", eta: float | None = None,
-                       spacing: str = "uniform", seed: int | None = None, max_time: float = 300.0,
-                       progress_bar: bool = False) -> Tensor:
+                       spacing: str = "uniform", clip: bool = True, seed: int | None = None,
+                       max_time: float = 300.0, progress_bar: bool = False) -> Tensor:
         """``n`` samples of each of the ``m`` single-observation posteriors of ``x (m, *x_shape)``: ``(n, m, d)``.
 
         Arguments:
@@ -353,6 +361,10 @@ class NPSE(Estimator):
             sampler: ``"ddim"`` (with ``eta``; default :func:`~telescope.samplers.tall.paper_eta`),
                 ``"ddpm"`` (``eta = 1``) or ``"ode"`` (deterministic probability flow, ``eta = 0``).
             spacing: time grid, ``"uniform"`` or ``"quadratic"`` (finer near ``t = 0``).
+            clip: clamp the denoised estimate of every step to the range of the training
+                parameters (widened by a quarter of its width, in the standardised space); this keeps
+                trajectories that start in the tails of the noise, where the network never saw data,
+                from running away.  ``False`` gives the plain sampler.
             seed: seeds the noise; samples outside the prior support are redrawn.
         """
         net = self._trained()
@@ -366,7 +378,9 @@ class NPSE(Estimator):
         eps_set = self._eps_set(xs)
         gen = self._generator(seed)
         per = max(1, 2**16 // m)
-        self.sample_info = {"method": "single", "steps": steps, "eta": eta, "spacing": spacing, "n_obs": m}
+        bounds = net.clip_range() if clip else None
+        self.sample_info = {"method": "single", "steps": steps, "eta": eta, "spacing": spacing, "n_obs": m,
+                            "clip": bool(clip)}
 
         def draw(k: int) -> Tensor:
             parts = []
@@ -375,14 +389,14 @@ class NPSE(Estimator):
                 for lo in range(0, k, per):
                     z = torch.randn(min(per, k - lo), m, self.dim_theta, generator=gen, device=self.device)
                     z = ddim_sample(eps_set, z, schedule=self.schedule, steps=steps, eta=eta, spacing=spacing,
-                                    generator=gen, bar=bar)
+                                    clip=bounds, generator=gen, bar=bar)
                     parts.append(net.from_working(z))
             return torch.cat(parts)
 
         return self._fill(draw, n, m, max_time, "sampling")
 
     def sample(self, x, n: int, *, method: str | None = None, steps: int | None = None, sampler: str = "ddim",
-               eta: float | None = None, spacing: str = "uniform", seed: int | None = None,
+               eta: float | None = None, spacing: str = "uniform", clip: bool = True, seed: int | None = None,
                pilot_samples: int = 256, pilot_steps: int = 50, langevin_steps: int = 5, tau: float = 0.5,
                prior_term: str = "bridge", max_time: float = 300.0, progress_bar: bool = False) -> Tensor:
         r"""``n`` posterior samples ``(n, d)`` given one observation or a set of i.i.d. observations.
@@ -398,6 +412,8 @@ class NPSE(Estimator):
             sampler, eta: DDIM ``eta`` (``"ddim"``, default :func:`~telescope.samplers.tall.paper_eta`),
                 ``"ddpm"`` (1) or ``"ode"`` (0); not used by F-NPSE.
             spacing: time grid, ``"uniform"`` (the paper) or ``"quadratic"`` (finer near ``t = 0``).
+            clip: clamp denoised estimates (F-NPSE: states) to the widened training range of the
+                standardised parameters (:meth:`sample_batched`); ``False`` is the paper's unclipped sampler.
             seed: seeds every random draw.
             pilot_samples, pilot_steps: the GAUSS pilot run per observation (one batched DDIM).
             langevin_steps, tau, prior_term: F-NPSE settings.
@@ -418,8 +434,8 @@ class NPSE(Estimator):
                              f"{self.x_shape} or a set (n_obs, {', '.join(map(str, self.x_shape or ()))}) with n_obs >= 1")
         xs = self._check_x(x, "x")
         if xs.shape[0] == 1:
-            return self.sample_batched(xs, n, steps=steps, sampler=sampler, eta=eta, spacing=spacing, seed=seed,
-                                       max_time=max_time, progress_bar=progress_bar)[:, 0]
+            return self.sample_batched(xs, n, steps=steps, sampler=sampler, eta=eta, spacing=spacing, clip=clip,
+                                       seed=seed, max_time=max_time, progress_bar=progress_bar)[:, 0]
         method = method or "gauss"
         prior = self.prior_score()
         gen = self._generator(seed)
@@ -430,7 +446,8 @@ class NPSE(Estimator):
         ts = TallSampler(self._eps_set(xs), xs.shape[0], prior, method=method, schedule=self.schedule, steps=steps,
                          eta=eta, spacing=spacing, pilot_samples=check_count("pilot_samples", pilot_samples, 2),
                          pilot_steps=check_count("pilot_steps", pilot_steps), langevin_steps=langevin_steps, tau=tau,
-                         prior_term=prior_term, generator=gen, device=self.device, progress_bar=progress_bar)
+                         prior_term=prior_term, clip=net.clip_range() if clip else None, generator=gen,
+                         device=self.device, progress_bar=progress_bar)
         self.sample_info = ts.info
 
         def draw(k: int) -> Tensor:

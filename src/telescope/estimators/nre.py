@@ -546,14 +546,14 @@ class NRE(Estimator):
                 except _LowAcceptance as e:
                     self.acceptance_rate = e.rate
             props = self.prior.sample((chunk,)).float().to(self.device)
-        lp_props = self.prior.log_prob(props.cpu()).to(self.device)
-        h = self._grid(props, feats)  # (chunk, m)
+        h = self._grid(props, feats)  # (chunk, m): log weights of prior draws towards each posterior
         if method == "sir":
             self.method = "sir"
-            return torch.stack([sir(lambda t, _w=h[:, j] + lp_props: _w, props, n, generator=g)
+            return torch.stack([sir(lambda t, _w=h[:, j]: _w, props, n, generator=g, chunk=chunk)
                                 for j in range(m)], 1).cpu()
         self.method = "mcmc"
-        init = torch.cat([sir(lambda t, _w=h[:, j] + lp_props: _w, props, chains, generator=g) for j in range(m)])
+        init = torch.cat([sir(lambda t, _w=h[:, j]: _w, props, chains, generator=g, chunk=chunk)
+                          for j in range(m)])
         feats_rep = feats.repeat_interleave(chains, 0)  # chains of observation j are contiguous
 
         def potential(theta: Tensor) -> Tensor:

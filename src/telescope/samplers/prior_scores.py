@@ -13,8 +13,9 @@ Under the variance-preserving forward process :math:`q_{t|0}(\theta_t | \theta_0
   :math:`p^\lambda_t(\theta) \propto \Phi(u) - \Phi(l)` and
   :math:`\partial_\theta \log p^\lambda_t = (\varphi(u) - \varphi(l)) / (\sqrt{v_t}\,(\Phi(u) - \Phi(l)))`.
   Far outside the box both :math:`\Phi` terms underflow and the naive ratio is ``0/0``; here
-  everything is computed in log space (``log_ndtr`` and ``log1mexp``), so the score is finite
-  everywhere and tends to the Gaussian tail :math:`-(\theta - \sqrt{\alpha_t} b)/v_t`.
+  it is computed in log space (``log_ndtr``, ``log1mexp`` and the scaled ``erfcx``, see
+  :func:`uniform_score_std`), so the score is finite and accurate everywhere and tends to the
+  Gaussian tail :math:`-(\theta - \sqrt{\alpha_t} b)/v_t`.
 * **Products** of independent parts (``Independent``, :class:`telescope.priors.Joint`): the
   forward noise is isotropic, so the diffused prior factorises and the score is the
   concatenation of the parts' scores.
@@ -173,6 +174,38 @@ def log_ndtr_diff(u: Tensor, l: Tensor) -> Tensor:  # noqa: E741 - l is the lowe
     return log_hi + _log1mexp((log_lo - log_hi).clamp(max=-1e-300))
 
 
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _mills(x: Tensor) -> Tensor:
+    r""":math:`\varphi(x)/\Phi(x)` without under- or overflow (via the scaled ``erfcx``)."""
+    return _SQRT_2_OVER_PI / torch.special.erfcx(-x / math.sqrt(2.0))
+
+
+def uniform_score_std(u: Tensor, l: Tensor) -> Tensor:  # noqa: E741 - l is the lower argument
+    r""":math:`(\varphi(u) - \varphi(l)) / (\Phi(u) - \Phi(l))` for ``u > l``, exact in both tails.
+
+    In a tail (both arguments of one sign, mirrored to the left one) the ratio is written with
+    Mills ratios :math:`R = \varphi/\Phi` and :math:`\rho = \Phi(l)/\Phi(u)`:
+    :math:`(R(u) - \rho R(l)) / (1 - \rho)`, with :math:`\log\rho` from ``erfcx`` and the exact
+    difference :math:`(l - u)(l + u)/2`, so nothing cancels catastrophically however far out.
+    """
+    right = l > 0  # mirror the right tail onto the left one: the score changes sign
+    uu, ll = torch.where(right, -l, u), torch.where(right, -u, l)
+    sign = torch.where(right, -1.0, 1.0).to(u.dtype)
+    tail = uu < -1.0
+    # left tail (u < -1, so both arguments are in it)
+    ut, lt = torch.where(tail, uu, -2 * torch.ones_like(uu)), torch.where(tail, ll, -3 * torch.ones_like(ll))
+    log_rho = torch.log(torch.special.erfcx(-lt / math.sqrt(2.0)) / torch.special.erfcx(-ut / math.sqrt(2.0))) \
+        - 0.5 * (lt - ut) * (lt + ut)
+    rho = torch.exp(log_rho)
+    tail_val = (_mills(ut) - rho * _mills(lt)) / (-torch.expm1(log_rho))
+    # otherwise Phi(u) > 0.15: the plain formula does not cancel catastrophically
+    um, lm = torch.where(tail, torch.zeros_like(uu), uu), torch.where(tail, -torch.ones_like(ll), ll)
+    mid_val = (torch.exp(_log_phi(um)) - torch.exp(_log_phi(lm))) / (torch.special.ndtr(um) - torch.special.ndtr(lm))
+    return sign * torch.where(tail, tail_val, mid_val)
+
+
 class DiffusedUniform(DiffusedPrior):
     r"""Diffused score of the uniform prior on the box ``[low, high]``, computed in log space.
 
@@ -206,8 +239,7 @@ class DiffusedUniform(DiffusedPrior):
         sa, sv = a.sqrt(), v.clamp_min(1e-300).sqrt()
         zd = z.double()
         u, l = (zd - sa * self.low) / sv, (zd - sa * self.high) / sv  # noqa: E741
-        log_f = log_ndtr_diff(u, l)
-        return ((torch.exp(_log_phi(u) - log_f) - torch.exp(_log_phi(l) - log_f)) / sv).to(z.dtype)
+        return (uniform_score_std(u, l) / sv).to(z.dtype)
 
     def score0(self, z: Tensor) -> Tensor:
         """The undiffused uniform is flat: zero (the box itself is enforced by rejection after sampling)."""

@@ -73,12 +73,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from scipy.stats import chi2
+
 from ..diffusion import VPSchedule, ddim_step
 from ..utils import progress
 from .prior_scores import DiffusedPrior
 
-__all__ = ["METHODS", "SetEps", "paper_eta", "rowwise", "ddim_sample", "pilot_covariances", "TallSampler",
-           "sample_tall"]
+__all__ = ["METHODS", "SetEps", "paper_eta", "rowwise", "clip_eps", "ddim_sample", "pilot_covariances",
+           "trimmed_covariance", "TallSampler", "sample_tall"]
 
 #: The tall-data methods.
 METHODS = ("gauss", "jac", "fnpse")
@@ -117,18 +119,36 @@ def _grid(schedule: VPSchedule, steps: int, spacing: str = "uniform") -> tuple[l
     return grid.tolist(), schedule.alpha_bar(grid).tolist()
 
 
+def clip_eps(z: Tensor, eps: Tensor, alpha_bar: float, clip: tuple[Tensor, Tensor]) -> Tensor:
+    r"""The noise prediction whose denoised estimate :math:`\hat z_0 = (z - \sqrt{v}\epsilon)/\sqrt{\alpha}` is clamped to ``clip = (lo, hi)``.
+
+    A DDIM step with the returned noise equals the step with :math:`\hat z_0` clamped to the
+    data range (as ``clip_x0`` in :func:`telescope.diffusion.deterministic_part`), here with
+    per-coordinate bounds ``lo, hi (d,)``.
+    """
+    sa, sv = math.sqrt(alpha_bar), math.sqrt(max(1.0 - alpha_bar, 1e-300))
+    z0 = (z - sv * eps) / sa
+    z0 = torch.maximum(torch.minimum(z0, clip[1]), clip[0])
+    return (z - sa * z0) / sv
+
+
 @torch.no_grad()
 def ddim_sample(eps_set: SetEps, z: Tensor, *, schedule: VPSchedule, steps: int, eta: float,
-                spacing: str = "uniform", generator: torch.Generator | None = None, bar=None) -> Tensor:
+                spacing: str = "uniform", clip: tuple[Tensor, Tensor] | None = None,
+                generator: torch.Generator | None = None, bar=None) -> Tensor:
     """Run DDIM(``eta``) from ``z (N, m, d)`` at ``t = 1`` to ``t = 0``: ``(N, m, d)``.
 
     Observation ``j`` of ``eps_set`` conditions the column ``z[:, j]``: this is ordinary
     (single-observation) posterior sampling, vectorised over samples and observations.
-    ``spacing`` is the time grid of :meth:`~telescope.diffusion.VPSchedule.timesteps`.
+    ``spacing`` is the time grid of :meth:`~telescope.diffusion.VPSchedule.timesteps`; ``clip``
+    optional per-coordinate bounds ``(lo, hi)`` for the denoised estimate (:func:`clip_eps`).
     """
     ts, ab = _grid(schedule, steps, spacing)
     for k in range(steps):
-        z = ddim_step(z, eps_set(z, ts[k]), ab[k], ab[k + 1], eta, generator=generator)
+        e = eps_set(z, ts[k])
+        if clip is not None:
+            e = clip_eps(z, e, ab[k], clip)
+        z = ddim_step(z, e, ab[k], ab[k + 1], eta, generator=generator)
         if bar is not None:
             bar.update(1)
     return z
@@ -137,11 +157,15 @@ def ddim_sample(eps_set: SetEps, z: Tensor, *, schedule: VPSchedule, steps: int,
 @torch.no_grad()
 def pilot_covariances(eps_set: SetEps, n_obs: int, dim: int, *, samples: int = 256, steps: int = 50,
                       eta: float = 0.5, schedule: VPSchedule | None = None, spacing: str = "uniform",
-                      generator: torch.Generator | None = None, device=None, chunk_rows: int = 2**16) -> Tensor:
-    r"""Empirical posterior covariances :math:`\hat\Sigma_j` ``(n_obs, d, d)`` (float64) from one batched DDIM run.
+                      clip: tuple[Tensor, Tensor] | None = None, generator: torch.Generator | None = None,
+                      device=None, chunk_rows: int = 2**16, trim: float = 1e-3) -> Tensor:
+    r"""Posterior covariances :math:`\hat\Sigma_j` ``(n_obs, d, d)`` (float64) from one batched DDIM run.
 
     ``samples`` draws per observation, ``steps`` DDIM steps; all observations run together
-    (chunked over samples when ``samples * n_obs`` exceeds ``chunk_rows``).
+    (chunked over samples when ``samples * n_obs`` exceeds ``chunk_rows``).  The covariance is
+    trimmed: draws whose Mahalanobis distance exceeds the ``1 - trim`` quantile of the
+    chi-square law with ``d`` degrees of freedom are dropped (twice), so a few stray draws of
+    an imperfect network do not inflate it (``trim=0`` keeps all).
     """
     schedule = schedule or VPSchedule()
     per = max(1, chunk_rows // max(n_obs, 1))
@@ -149,11 +173,33 @@ def pilot_covariances(eps_set: SetEps, n_obs: int, dim: int, *, samples: int = 2
     for lo in range(0, samples, per):
         k = min(per, samples - lo)
         z = torch.randn(k, n_obs, dim, generator=generator, device=device)
-        out.append(ddim_sample(eps_set, z, schedule=schedule, steps=steps, eta=eta, spacing=spacing,
+        out.append(ddim_sample(eps_set, z, schedule=schedule, steps=steps, eta=eta, spacing=spacing, clip=clip,
                                generator=generator))
-    s = torch.cat(out).double()  # (samples, n_obs, d)
-    c = s - s.mean(0)
-    return torch.einsum("sna,snb->nab", c, c) / max(samples - 1, 1)
+    return trimmed_covariance(torch.cat(out).double().transpose(0, 1), trim)
+
+
+def trimmed_covariance(s: Tensor, trim: float = 1e-3, rounds: int = 2) -> Tensor:
+    """Covariances ``(m, d, d)`` of ``m`` samples ``s (m, k, d)``, dropping draws beyond the chi-square ``1 - trim`` quantile."""
+    m, k, d = s.shape
+    keep = torch.isfinite(s).all(-1)  # (m, k)
+    cut = float(chi2.ppf(1.0 - trim, d)) if trim > 0 else math.inf
+    for _ in range(rounds + 1):
+        w = keep.double()
+        cnt = w.sum(1).clamp_min(2.0)
+        s0 = torch.where(keep.unsqueeze(-1), s, torch.zeros_like(s))
+        mean = (s0 * w.unsqueeze(-1)).sum(1) / cnt.unsqueeze(-1)
+        c = (s0 - mean.unsqueeze(1)) * w.unsqueeze(-1)
+        cov = torch.einsum("mka,mkb->mab", c, c) / (cnt - 1)[:, None, None]
+        if not math.isfinite(cut):
+            break
+        prec = torch.linalg.pinv(_sym(cov))
+        dev = s0 - mean.unsqueeze(1)
+        d2 = torch.einsum("mka,mab,mkb->mk", dev, prec, dev)
+        new = keep & (d2 <= cut)
+        if bool((new == keep).all()):
+            break
+        keep = new
+    return _sym(cov)
 
 
 def _sym(a: Tensor) -> Tensor:
@@ -177,6 +223,9 @@ class TallSampler:
         pilot_samples, pilot_steps, pilot_eta: the GAUSS pilot (per observation).
         covariances: precomputed :math:`\hat\Sigma_j` ``(n_obs, d, d)`` (skips the pilot).
         langevin_steps, tau, prior_term: F-NPSE settings (``prior_term`` ``"bridge"``, eq. 6, or ``"diffused"``).
+        clip: optional per-coordinate bounds ``(lo, hi)`` ``(d,)``: GAUSS/JAC clamp the denoised
+            estimate to them (:func:`clip_eps`), F-NPSE clamps its states (the "clipped" variants of
+            Section 4.2); ``None`` (default) is the unclipped sampler of the paper.
         jacobian: optional ``jacobian(z (N, n, d), t) -> (eps (N, n, d), d eps / d z (N, n, d, d))`` for JAC
             (default: ``d`` backward passes through ``eps_set``).
         generator: the random stream (noise, pilot).
@@ -191,7 +240,8 @@ class TallSampler:
                  schedule: VPSchedule | None = None, steps: int | None = None, eta: float | None = None,
                  spacing: str = "uniform", pilot_samples: int = 256, pilot_steps: int = 50, pilot_eta: float = 0.5,
                  covariances: Tensor | None = None, langevin_steps: int = 5, tau: float = 0.5,
-                 prior_term: str = "bridge", jacobian: Callable[[Tensor, float], tuple[Tensor, Tensor]] | None = None,
+                 prior_term: str = "bridge", clip: tuple[Tensor, Tensor] | None = None,
+                 jacobian: Callable[[Tensor, float], tuple[Tensor, Tensor]] | None = None,
                  generator: torch.Generator | None = None, device=None, chunk_rows: int = 2**16,
                  progress_bar: bool = False):
         if method not in METHODS:
@@ -218,6 +268,8 @@ class TallSampler:
         self.langevin_steps, self.tau, self.prior_term = int(langevin_steps), float(tau), prior_term
         if self.langevin_steps < 1 or not self.tau > 0:
             raise ValueError(f"need langevin_steps >= 1 and tau > 0, got {langevin_steps!r} and {tau!r}")
+        self.clip = None if clip is None else (torch.as_tensor(clip[0], dtype=torch.float32, device=self.device),
+                                               torch.as_tensor(clip[1], dtype=torch.float32, device=self.device))
         self.generator = generator
         self.chunk_rows = int(chunk_rows)
         self.progress_bar = progress_bar
@@ -230,7 +282,8 @@ class TallSampler:
             if covariances is None:
                 covariances = pilot_covariances(eps_set, self.n_obs, self.dim, samples=pilot_samples,
                                                 steps=pilot_steps, eta=pilot_eta, schedule=self.schedule,
-                                                spacing=spacing, generator=generator, device=self.device, chunk_rows=self.chunk_rows)
+                                                spacing=spacing, clip=self.clip, generator=generator,
+                                                device=self.device, chunk_rows=self.chunk_rows)
                 self.info.update(pilot_samples=pilot_samples, pilot_steps=pilot_steps, pilot_eta=pilot_eta)
             covariances = torch.as_tensor(covariances, dtype=torch.float64, device=self.device)
             if covariances.shape != (self.n_obs, self.dim, self.dim):
@@ -336,6 +389,8 @@ class TallSampler:
                     score = score + (1 - n) * self.prior.score(z, abar)
                 noise = torch.randn(z.shape, generator=self.generator, device=z.device, dtype=z.dtype)
                 z = z + delta * score + math.sqrt(2 * delta) * noise
+                if self.clip is not None:
+                    z = torch.maximum(torch.minimum(z, self.clip[1]), self.clip[0])
             if bar is not None:
                 bar.update(1)
         return z
@@ -349,7 +404,10 @@ class TallSampler:
         step_eps = self._gauss_eps if self.method == "gauss" else self._jac_eps
         ts, ab = _grid(self.schedule, self.steps, self.spacing)
         for i in range(self.steps):
-            z = ddim_step(z, step_eps(z, ts[i], ab[i]), ab[i], ab[i + 1], self.eta, generator=self.generator)
+            e = step_eps(z, ts[i], ab[i])
+            if self.clip is not None:
+                e = clip_eps(z, e, ab[i], self.clip)
+            z = ddim_step(z, e, ab[i], ab[i + 1], self.eta, generator=self.generator)
             if bar is not None:
                 bar.update(1)
         return z

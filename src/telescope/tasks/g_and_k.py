@@ -84,12 +84,17 @@ def gk_quantile(theta: Tensor, z: Tensor, c: float = C) -> Tensor:
 
 def gk_quantile_derivative(theta: Tensor, z: Tensor, c: float = C) -> Tensor:
     """``dG_theta / dz`` with the same shapes as :func:`gk_quantile`."""
+    return _value_and_derivative(theta, z, c)[1]
+
+
+def _value_and_derivative(theta: Tensor, z: Tensor, c: float = C) -> tuple[Tensor, Tensor]:
     a, b, g, k = _split(theta, z)
     th = torch.tanh(0.5 * g * z)
     lz = torch.log1p(z * z)
-    h = torch.exp(k * lz) * z  # (1 + z^2)^k z
-    dh = torch.exp((k - 1) * lz) * (1 + (1 + 2 * k) * z * z)
-    return b * (0.5 * c * g * (1 - th * th) * h + (1 + c * th) * dh)
+    pw = torch.exp(k * lz)  # (1 + z^2)^k
+    h = pw * z
+    dh = pw / (1 + z * z) * (1 + (1 + 2 * k) * z * z)
+    return a + b * (1 + c * th) * h, b * (0.5 * c * g * (1 - th * th) * h + (1 + c * th) * dh)
 
 
 def _grid(points: int, zmax: float) -> Tensor:
@@ -97,7 +102,7 @@ def _grid(points: int, zmax: float) -> Tensor:
     return torch.sinh(s)
 
 
-def _refine_extrema(theta: Tensor, lo: Tensor, hi: Tensor, steps: int = 40) -> Tensor:
+def _refine_extrema(theta: Tensor, lo: Tensor, hi: Tensor, steps: int = 24) -> Tensor:
     """Zeros of ``G'_theta`` bracketed by ``[lo, hi]`` (rows of ``theta`` paired with brackets), by bisection."""
     s_lo = torch.sign(gk_quantile_derivative(theta, lo))
     for _ in range(steps):
@@ -111,11 +116,13 @@ def _brackets(theta: Tensor, x: Tensor, grid: Tensor) -> tuple[Tensor, ...]:
     """All cells ``[z_lo, z_hi]`` where ``G_theta - x`` changes sign.
 
     Returns ``(row, col, z_lo, z_hi, g_lo, g_hi)``: the row of ``theta``, the index of ``x``, the
-    cell ends and ``G_theta`` there.  Rows whose grid values increase use a binary search; the
-    others get their interior extrema refined and inserted into their grid, so that pairs of roots
-    close to a turning point are not lost, and then a dense sign-change scan.
+    cell ends and ``G_theta`` there.  Rows whose grid values increase use a binary search.  In the
+    other rows each interior grid point next to a turning point of ``G_theta`` is moved onto the
+    turning point (refined by bisection on ``G'``), so that the two roots close to a turning point
+    fall in different cells, and every sign change is found by a dense scan.
     """
-    m, n, k = theta.shape[0], x.shape[0], grid.shape[0]
+    m, n, k = theta.shape[0], x.shape[-1], grid.shape[0]
+    x = x.expand(m, n)
     a, b, g, kk = _split(theta, grid)
     lz = torch.log1p(grid * grid)
     gv = a + b * (1 + C * torch.tanh(0.5 * g * grid)) * torch.exp(kk * lz) * grid  # (m, K)
@@ -126,31 +133,24 @@ def _brackets(theta: Tensor, x: Tensor, grid: Tensor) -> tuple[Tensor, ...]:
     if mono.any():
         im = mono.nonzero().squeeze(-1)
         gm = gv[im].contiguous()
-        pos = torch.searchsorted(gm, x.expand(im.shape[0], -1).contiguous())  # first index with G >= x
+        pos = torch.searchsorted(gm, x[im].contiguous())  # first index with G >= x
         r, j = ((pos > 0) & (pos < k)).nonzero(as_tuple=True)
         c = pos[r, j] - 1
-        zg = grid.expand(im.shape[0], -1)
-        parts.append((im[r], j, zg[r, c], zg[r, c + 1], gm[r, c], gm[r, c + 1]))
+        parts.append((im[r], j, grid[c], grid[c + 1], gm[r, c], gm[r, c + 1]))
     if (~mono).any():
         iw = (~mono).nonzero().squeeze(-1)
         gw, tw = gv[iw], theta[iw]
         dw = diffs[~mono]
-        turn = (torch.sign(dw[:, 1:]) * torch.sign(dw[:, :-1])) < 0  # extremum near grid point 1 + c
-        e_max = int(turn.sum(-1).max())
-        zw = grid.expand(iw.shape[0], -1)
-        if e_max:
-            # the e_max first turning cells of each row (rows with fewer repeat a grid point: a zero-width cell)
-            order = torch.argsort(turn.to(torch.int8), dim=-1, descending=True, stable=True)[:, :e_max]
-            has = torch.gather(turn, 1, order)
-            centre = order + 1
-            r_idx = torch.arange(iw.shape[0]).unsqueeze(-1).expand_as(centre)
-            ze = _refine_extrema(tw[r_idx[has]], grid[centre[has] - 1, None], grid[centre[has] + 1, None])[:, 0]
-            extra = grid[centre].clone()
-            extra[has] = ze
-            zw = torch.cat([zw, extra], -1)
-            zw, _ = torch.sort(zw, -1)
-            gw = gk_quantile(tw, zw)
-        above = gw.unsqueeze(1) >= x.view(1, n, 1)  # (m', n, K')
+        zw = grid.expand(iw.shape[0], -1).clone()
+        r, c = ((torch.sign(dw[:, 1:]) * torch.sign(dw[:, :-1])) < 0).nonzero(as_tuple=True)
+        c = c + 1  # grid point at the turn
+        if r.numel():
+            te = tw[r]
+            ze = _refine_extrema(te, grid[c - 1, None], grid[c + 1, None])
+            zw[r, c] = ze[:, 0]
+            zw = torch.cummax(zw, -1).values  # keep the rows sorted if two turns share a cell
+            gw[r, c] = gk_quantile(te, zw[r, c, None])[:, 0]
+        above = gw.unsqueeze(1) >= x[iw].unsqueeze(-1)  # (m', n, K)
         r, j, c = (above[..., 1:] != above[..., :-1]).nonzero(as_tuple=True)
         parts.append((iw[r], j, zw[r, c], zw[r, c + 1], gw[r, c], gw[r, c + 1]))
     return tuple(torch.cat(p) for p in zip(*parts))
@@ -162,13 +162,14 @@ def gk_log_density(theta: Tensor, x: Tensor, *, zmax: float = 10.0, points: int 
 
     Arguments:
         theta: ``(m, 4)`` parameters.
-        x: ``(n,)`` points.
+        x: ``(n,)`` points shared by every row of ``theta``, or ``(m, n)`` points, one row per ``theta``.
         zmax: roots are searched for in ``[-zmax, zmax]``.
         points: grid size used to bracket the roots (turning points are refined separately).
         newton_steps: safeguarded Newton iterations in each bracket.
 
     Returns:
-        ``(m, n)`` log densities (float64; ``-inf`` where ``x`` is outside the support).
+        ``(m, n)`` log densities ``log p(x_j | theta_i)`` (or ``log p(x_ij | theta_i)``), float64,
+        ``-inf`` where ``x`` is outside the support.
 
     Example:
         >>> theta = torch.tensor([[0.0, 1.0, 0.0, 1.0]])  # A=0, B=1, g=0, k=0: standard normal
@@ -176,34 +177,47 @@ def gk_log_density(theta: Tensor, x: Tensor, *, zmax: float = 10.0, points: int 
         -0.9189385332046727
     """
     theta = torch.as_tensor(theta).double()
-    x = torch.as_tensor(x).double().reshape(-1)
+    x = torch.as_tensor(x).double()
     if theta.dim() != 2 or theta.shape[-1] != 4:
         raise ValueError(f"theta must have shape (m, 4), got {tuple(theta.shape)}")
+    if x.dim() not in (1, 2) or x.dim() == 2 and x.shape[0] not in (1, theta.shape[0]):
+        raise ValueError(f"x must have shape (n,) or ({theta.shape[0]}, n), got {tuple(x.shape)}")
+    x = x.reshape(-1, x.shape[-1])
     if theta.shape[0] > chunk:
-        return torch.cat([gk_log_density(t, x, zmax=zmax, points=points, newton_steps=newton_steps, chunk=chunk)
-                          for t in theta.split(chunk)])
-    m, n = theta.shape[0], x.shape[0]
+        xs = x.split(chunk) if x.shape[0] > 1 else [x] * -(-theta.shape[0] // chunk)
+        return torch.cat([gk_log_density(t, xc, zmax=zmax, points=points, newton_steps=newton_steps, chunk=chunk)
+                          for t, xc in zip(theta.split(chunk), xs)])
+    m, n = theta.shape[0], x.shape[-1]
     out = torch.zeros(m, n, dtype=torch.float64)
     if m == 0 or n == 0:
         return out
     rows, cols, lo, hi, g_lo, g_hi = _brackets(theta, x, _grid(points, zmax))
     if rows.numel():
-        th, xv = theta[rows], x[cols].unsqueeze(-1)
+        th, xv = theta[rows], x.expand(m, n)[rows, cols].unsqueeze(-1)
         lo, hi = lo.unsqueeze(-1), hi.unsqueeze(-1)
         f_lo, f_hi = g_lo.unsqueeze(-1) - xv, g_hi.unsqueeze(-1) - xv
         denom = f_hi - f_lo
         t = torch.where(denom != 0, -f_lo / denom, torch.full_like(denom, 0.5)).clamp(0, 1)
         z = lo + t * (hi - lo)
         lo_sign = torch.sign(f_lo)
+        # safeguarded Newton on the still-moving roots only
+        act = torch.arange(z.shape[0])
         for _ in range(newton_steps):
-            f = gk_quantile(th, z) - xv
-            d = gk_quantile_derivative(th, z)
-            same = torch.sign(f) == lo_sign  # the root lies above z
-            lo, hi = torch.where(same, z, lo), torch.where(same, hi, z)
-            step = z - f / d
-            inside = (step > lo) & (step < hi) & torch.isfinite(step)
-            z = torch.where(inside, step, 0.5 * (lo + hi))
-        d = gk_quantile_derivative(th, z).abs().squeeze(-1)
+            za, la, ha, ta, xa = z[act], lo[act], hi[act], th[act], xv[act]
+            f, d = _value_and_derivative(ta, za)
+            f = f - xa
+            same = torch.sign(f) == lo_sign[act]  # the root lies above z
+            la, ha = torch.where(same, za, la), torch.where(same, ha, za)
+            step = za - f / d
+            inside = (step >= la) & (step <= ha) & torch.isfinite(step)
+            zn = torch.where(inside, step, 0.5 * (la + ha))
+            zn = torch.where(f == 0, za, zn)
+            z[act], lo[act], hi[act] = zn, la, ha
+            going = ((zn - za).abs() > 1e-12 * (1 + za.abs())).squeeze(-1) & (f != 0).squeeze(-1)
+            act = act[going]
+            if act.numel() == 0:
+                break
+        d = _value_and_derivative(th, z)[1].abs().squeeze(-1)
         z = z.squeeze(-1)
         dens = torch.exp(-0.5 * z * z - _LOG_SQRT_2PI) / d
         dens = torch.where(torch.isfinite(dens), dens, torch.zeros_like(dens))
@@ -247,10 +261,12 @@ class GAndK(Task):
         return gk_quantile(theta.double(), standard_normal_quantile(u)).to(theta.dtype)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | theta)``: ``theta (m, 4)`` with one ``x (n_draws,)`` or paired rows ``x (m, n_draws)``."""
         return self._ll64(theta, x).float()
 
     def _ll64(self, theta: Tensor, x: Tensor) -> Tensor:
-        return gk_log_density(torch.as_tensor(theta), torch.as_tensor(x).reshape(-1)).sum(-1)
+        x = torch.as_tensor(x)
+        return gk_log_density(torch.as_tensor(theta), x.reshape(-1, self.n_draws) if x.dim() > 1 else x).sum(-1)
 
     def _log_post64(self, theta: Tensor, x: Tensor) -> Tensor:
         inside = ((theta >= self.prior.low.double()) & (theta <= self.prior.high.double())).all(-1)

@@ -78,8 +78,9 @@ class GaussianLinearUniform(Task):
         return theta + math.sqrt(self.noise_var) * u.to(theta)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | theta)``: ``theta (m, d)`` with one ``x (dim_x,)`` or paired rows ``x (m, dim_x)``."""
         theta = torch.as_tensor(theta, dtype=torch.float64)
-        x = torch.as_tensor(x, dtype=torch.float64).reshape(1, -1)
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, self.dim_x)
         r2 = ((x - theta) ** 2).sum(-1)
         return (-0.5 * r2 / self.noise_var - 0.5 * self.dim_x * math.log(2 * math.pi * self.noise_var)).float()
 

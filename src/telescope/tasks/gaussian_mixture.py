@@ -55,8 +55,9 @@ class GaussianMixture(Task):
         return theta + self._offset(u.to(theta))
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | theta)``: ``theta (m, d)`` with one ``x (dim_x,)`` or paired rows ``x (m, dim_x)``."""
         theta = torch.as_tensor(theta, dtype=torch.float64)
-        x = torch.as_tensor(x, dtype=torch.float64).reshape(1, 2)
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, 2)
         r2 = ((x - theta) ** 2).sum(-1)
         comps = [math.log(w) - 0.5 * r2 / s**2 - math.log(2 * math.pi * s**2) for w, s in zip(_WEIGHTS, _SCALES)]
         return torch.logaddexp(*comps).float()

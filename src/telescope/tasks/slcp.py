@@ -75,14 +75,15 @@ class SLCP(Task):
         return torch.stack([x1, x2], -1).reshape(theta.shape[0], self.dim_x)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | theta)``: ``theta (m, 5)`` with one ``x (8,)`` or paired rows ``x (m, 8)``."""
         return self._ll64(theta, x).float()
 
     def _ll64(self, theta: Tensor, x: Tensor) -> Tensor:
         theta = torch.as_tensor(theta, dtype=torch.float64)
-        x = torch.as_tensor(x, dtype=torch.float64).reshape(_N_DRAWS, 2)
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, _N_DRAWS, 2)
         m1, m2, s1, s2, rho = (p.unsqueeze(-1) for p in _params(theta))
-        d1 = (x[:, 0] - m1) / s1
-        d2 = (x[:, 1] - m2) / s2
+        d1 = (x[..., 0] - m1) / s1
+        d2 = (x[..., 1] - m2) / s2
         one_m = 1 - rho**2
         q = (d1**2 - 2 * rho * d1 * d2 + d2**2) / one_m
         ll = (-math.log(2 * math.pi) - torch.log(s1 * s2) - 0.5 * torch.log(one_m) - 0.5 * q).sum(-1)

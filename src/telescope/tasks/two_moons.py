@@ -72,8 +72,9 @@ class TwoMoons(Task):
         return self._p(u.to(theta)) + _mean_map(theta)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | theta)``: ``theta (m, d)`` with one ``x (dim_x,)`` or paired rows ``x (m, dim_x)``."""
         theta = torch.as_tensor(theta, dtype=torch.float64)
-        x = torch.as_tensor(x, dtype=torch.float64).reshape(1, 2)
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, 2)
         v = x - _mean_map(theta)
         v0 = v[:, 0] - _SHIFT
         rad = torch.sqrt(v0**2 + v[:, 1] ** 2)

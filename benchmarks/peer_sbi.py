@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -70,7 +71,9 @@ def main() -> None:
            "torch_threads": torch.get_num_threads(), "methods": {}}
     for method in a.methods.split(","):
         est, tr_t, sa_t, s_t, ep_t = run_telescope(method, task, theta, x, obs, a.samples, a.seed)
+        print(f"telescope {method}: train {tr_t:.1f}s ({ep_t} epochs), sample {sa_t:.1f}s", file=sys.stderr, flush=True)
         tr_s, sa_s, s_s, ep_s = run_sbi(method, task, theta, x, obs, a.samples, a.seed)
+        print(f"sbi {method}: train {tr_s:.1f}s ({ep_s} epochs), sample {sa_s:.1f}s", file=sys.stderr, flush=True)
         c_t = [metrics.c2st(s, refs[i], seed=i) for s, i in zip(s_t, obs)]
         c_s = [metrics.c2st(s, refs[i], seed=i) for s, i in zip(s_s, obs)]
         r = {

@@ -23,9 +23,12 @@ from telescope.metrics import (
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     """Small kernels run faster on one thread on shared CI cores; restored afterwards."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1):  # BLAS behind the c2st classifier
+        yield
     torch.set_num_threads(before)
 
 

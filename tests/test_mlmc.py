@@ -272,3 +272,15 @@ def test_digits_savings_small_run(tmp_path):
     res = run_digits(str(tmp_path), tasks=("inpaint",), train_steps=2000, n=500, L=7, eps=(0.01, 0.004),
                      log=lambda m: None)
     assert res["inpaint"]["complexity"]["savings"][-1] > 2
+
+
+def test_doctests():
+    import doctest
+
+    import telescope.diffusion
+    import telescope.mlmc
+    import telescope.mlmc_diffusion
+    import telescope.mlmc_experiments
+
+    for mod in (telescope.mlmc, telescope.diffusion, telescope.mlmc_diffusion, telescope.mlmc_experiments):
+        assert doctest.testmod(mod).failed == 0, mod.__name__

@@ -252,8 +252,9 @@ class _Runner:
         else:
             out = self.sampler(level, n)
         if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+            got = type(out).__name__ + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")
             raise ValueError(f"sampler({level}, {n}) must return (P_fine, P_coarse) or (P_fine, P_coarse, cost), "
-                             f"got {type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+                             f"got {got}")
         pf = _to_numpy("P_fine", out[0], level)
         if pf.ndim == 0 or pf.shape[0] != n:
             raise ValueError(f"sampler({level}, {n}) returned P_fine of shape {pf.shape}; expected (n, *q) with n={n}")

@@ -232,7 +232,10 @@ def corner(samples: Any, *, reference: Any = None, truth: Any = None, labels: Se
     if t is not None:
         handles.append(Line2D([], [], color=truth_color, linewidth=1.2, label="truth"))
     if len(handles) > 1:
-        fig.legend(handles=handles, loc="upper right", frameon=False, fontsize=9)
+        if d == 1:
+            axes[0, 0].legend(handles=handles, loc="upper right", frameon=False, fontsize=8)
+        else:  # the empty upper triangle has room for it
+            fig.legend(handles=handles, loc="upper right", frameon=False, fontsize=9)
     fig.subplots_adjust(wspace=0.08, hspace=0.08)
     return _save(fig, path, dpi)
 
@@ -478,10 +481,11 @@ def sbc_histograms(ranks: Any, n_samples: int, path: PathLike | None = None, *, 
             ax.remove()
             continue
         counts, _ = np.histogram(r[:, k], bins=x_edges)
-        ax.fill_between(x_edges, np.append(lo, lo[-1]), np.append(hi, hi[-1]), step="post", color="0.85",
-                        linewidth=0)
-        ax.stairs(m * prob, x_edges, color="0.4", linestyle="--", linewidth=1)
-        ax.stairs(counts, x_edges, fill=True, color="C0", alpha=0.7)
+        ax.stairs(counts, x_edges, fill=True, color="C0", alpha=0.6)
+        ax.stairs(counts, x_edges, color="C0", linewidth=1)
+        ax.fill_between(x_edges, np.append(lo, lo[-1]), np.append(hi, hi[-1]), step="post", color="0.5",
+                        alpha=0.3, linewidth=0, zorder=3)
+        ax.stairs(m * prob, x_edges, color="0.3", linestyle="--", linewidth=1, zorder=4)
         ax.set_xlim(x_edges[0], x_edges[-1])
         ax.set_title(labels[k], fontsize=10)
         if k % ncols == 0:

@@ -39,7 +39,7 @@ from torch import Tensor
 from ..priors import BoxUniform
 from ..simulators import Simulator
 from . import register
-from ._mcmc_reference import mcmc_reference
+from ._mcmc_reference import mcmc_reference, mixture_importance_resampling
 from .base import Task
 
 __all__ = ["GAndK", "gk_quantile", "gk_quantile_derivative", "gk_log_density", "standard_normal_quantile"]
@@ -231,7 +231,9 @@ class GAndK(Task):
 
     Arguments:
         n_draws: iid draws per observation (``dim_x``).
-        chains, warmup, thin: settings of the reference MCMC.
+        chains, warmup, thin, kernel: settings of the reference MCMC (random-walk Metropolis by
+            default: one likelihood evaluation per iteration for all chains).
+        n_proposals: prior draws resampled (SIR) into the initial chains.
 
     Example:
         >>> task = GAndK(n_draws=5)
@@ -242,8 +244,9 @@ class GAndK(Task):
     reference_kind = "mcmc"
     dim_theta = 4
 
-    def __init__(self, n_draws: int = 10, chains: int = 500, warmup: int = 100, thin: int = 2,
-                 n_proposals: int = 50_000):
+    def __init__(self, n_draws: int = 10, chains: int = 1000, warmup: int = 100, thin: int = 10,
+                 population: int = 4, n_proposals: int = 100_000, is_proposals: int = 100_000,
+                 kernel: str = "rwm"):
         if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
             raise ValueError(f"n_draws must be an integer >= 1, got {n_draws!r}")
         self.n_draws = self.dim_x = n_draws
@@ -251,6 +254,7 @@ class GAndK(Task):
         self.simulator = Simulator(self._generate, noise=self._noise, name="g_and_k",
                                    config={"n_draws": n_draws, "c": C, "fidelity": "high"})
         self.chains, self.warmup, self.thin, self.n_proposals = int(chains), int(warmup), int(thin), int(n_proposals)
+        self.kernel, self.population, self.is_proposals = kernel, int(population), int(is_proposals)
         self.diagnostics: dict = {}
 
     def _noise(self, n: int, generator: torch.Generator) -> Tensor:
@@ -279,9 +283,19 @@ class GAndK(Task):
         g = torch.Generator().manual_seed(int(seed))
         low, high = self.prior.low.double(), self.prior.high.double()
         props = low + (high - low) * torch.rand(self.n_proposals, 4, generator=g, dtype=torch.float64)
-        samples, r = mcmc_reference(lambda th: self._log_post64(th, x.double()), props, n, seed=seed + 1,
-                                    chains=self.chains, warmup=self.warmup, thin=self.thin, name=self.name)
-        self.diagnostics = {"rhat": r}
+
+        def log_post(th: Tensor) -> Tensor:
+            return self._log_post64(th, x.double())
+
+        # 1. locate the posterior: SIR-initialised random-walk Metropolis (mixes slowly on the
+        #    thin, singular ridges of non-monotone cases, hence step 2)
+        pop, r = mcmc_reference(log_post, props, self.chains * self.population, seed=seed + 1,
+                                chains=self.chains, warmup=self.warmup, thin=self.thin, kernel=self.kernel,
+                                warn=False, name=self.name)
+        # 2. correct it: importance resampling from a mixture fitted to the chains
+        samples, diag = mixture_importance_resampling(log_post, pop, n, prior=self.prior, seed=seed + 2,
+                                                      n_proposals=self.is_proposals, name=self.name)
+        self.diagnostics = {"rhat": r, **diag}
         return samples
 
     def cache_key(self) -> str:

@@ -80,7 +80,8 @@ class TwoMoons(Task):
         rad = torch.sqrt(v0**2 + v[:, 1] ** 2)
         r = torch.where(v0 >= 0, rad, -rad)  # a in (-pi/2, pi/2) forces the sign of r
         log_n = -0.5 * ((r - _R_MEAN) / _R_STD) ** 2 - math.log(_R_STD * math.sqrt(2 * math.pi))
-        return (log_n - math.log(math.pi) - torch.log(rad)).float()
+        ll = log_n - math.log(math.pi) - torch.log(rad)
+        return torch.where(rad > 0, ll, torch.full_like(ll, -float("inf"))).float()  # a null set
 
     def _reference(self, x: Tensor, n: int, seed: int) -> Tensor:
         g = torch.Generator().manual_seed(int(seed))

@@ -1,0 +1,120 @@
+"""Helpers shared by the multilevel benchmarks (paper 1): evaluation metrics, an MDN likelihood, JSON output.
+
+Not part of the library: the scripts ``ml_*.py`` import it from their own directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+import telescope as ts
+from telescope import metrics
+from telescope.estimators import NLE
+from telescope.nn import MLP, fit_standardize
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+class MDN(nn.Module):
+    """Gaussian mixture density network ``q(y | c)`` (Bishop, 1994) with standardised ``y`` and ``c``.
+
+    The paper's toggle-switch NLE: 2 components, an MLP with 2 hidden layers of 20 units.
+    Same interface as :class:`telescope.estimators.flows.ConditionalFlow` (``log_prob``, ``sample``).
+    """
+
+    def __init__(self, y: Tensor, c: Tensor, *, components: int = 2, hidden=(20, 20)):
+        super().__init__()
+        self.y_std, self.c_std = fit_standardize(y), fit_standardize(c)
+        self.k, self.d = components, y.shape[-1]
+        self.net = MLP(c.shape[-1], components * (1 + 2 * self.d), hidden, activation=nn.Tanh)
+
+    def _params(self, c: Tensor):
+        out = self.net(self.c_std(c))
+        logits, mean, log_scale = out.split([self.k, self.k * self.d, self.k * self.d], -1)
+        shape = (*out.shape[:-1], self.k, self.d)
+        return logits.log_softmax(-1), mean.reshape(shape), log_scale.reshape(shape).clamp(-7.0, 5.0)
+
+    def log_prob(self, y: Tensor, c: Tensor) -> Tensor:
+        logw, mean, log_scale = self._params(c)
+        z = self.y_std(y).unsqueeze(-2)
+        comp = (-0.5 * ((z - mean) / log_scale.exp()) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return torch.logsumexp(logw + comp, -1) + self.y_std.log_abs_det()
+
+    @torch.no_grad()
+    def sample(self, c: Tensor, n: int) -> Tensor:
+        logw, mean, log_scale = self._params(c)  # (m, k), (m, k, d)
+        idx = torch.distributions.Categorical(logits=logw).sample((n,))  # (n, m)
+        m = torch.arange(c.shape[0]).expand(n, -1)
+        z = mean[m, idx] + log_scale[m, idx].exp() * torch.randn(n, c.shape[0], self.d)
+        return self.y_std.inverse(z)
+
+
+class MDNNLE(NLE):
+    """NLE whose likelihood model is an :class:`MDN` (as in the paper's toggle-switch experiment)."""
+
+    def __init__(self, prior, *, components: int = 2, hidden=(20, 20), device=None, seed: int | None = 0):
+        super().__init__(prior, device=device, seed=seed, hidden=hidden)
+        self.config["components"] = int(components)
+
+    def _build(self, theta: Tensor, x: Tensor) -> nn.Module:
+        return MDN(x, theta, components=self.config["components"], hidden=self.config["hidden"])
+
+
+def conditional_samples(est, theta: Tensor, n: int) -> Tensor:
+    """``(m, n, d)`` draws from a likelihood estimator's ``q(x | theta_j)`` for each of ``m`` parameters."""
+    net = est._trained()
+    net.eval()
+    with torch.no_grad():
+        return net.sample(theta.to(est.device), n).permute(1, 0, 2).cpu()
+
+
+def mmd_per_theta(est, theta: Tensor, x_ref: Tensor, n: int) -> Tensor:
+    """MMD^2 (unbiased, median heuristic) between ``n`` model draws and reference draws, per parameter."""
+    s = conditional_samples(est, theta, n)
+    return torch.tensor([metrics.mmd(s[i], x_ref[i], seed=i) for i in range(theta.shape[0])])
+
+
+def nlpd_and_coverage(est, theta: Tensor, x: Tensor, n_cov: int, n_samples: int) -> dict:
+    """NLPD of the true parameters over all pairs and HPD coverage on the first ``n_cov`` pairs."""
+    lp = est.log_prob_batched(theta[None], x)[0]
+    alphas, cov = metrics.coverage(est, theta[:n_cov], x[:n_cov], n_samples=n_samples)
+    return {"nlpd": metrics.nlpd(lp), "coverage": cov.tolist(), "alphas": alphas.tolist(),
+            "coverage_gap_mean": float((cov - alphas).mean()), "coverage_gap_min": float((cov - alphas).min())}
+
+
+def summary(values: list[float]) -> dict:
+    v = [float(a) for a in values]
+    return {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "values": v}
+
+
+def timed(fn: Callable, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def dump(name: str, result: dict) -> None:
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def figure_path(name: str) -> Path:
+    OUT.mkdir(exist_ok=True)
+    return OUT / f"{name}.png"
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(int(n))
+
+
+__all__ = ["MDN", "MDNNLE", "conditional_samples", "mmd_per_theta", "nlpd_and_coverage", "summary", "timed",
+           "dump", "figure_path", "set_threads", "ts"]

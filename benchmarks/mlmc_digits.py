@@ -19,7 +19,9 @@ evaluations; the standard-MC cost is V[P_L] C_L / (eps^2 / 2) on the finest leve
 used.  Prints JSON (alpha, beta, gamma, savings per eps, N_l) and writes the Figure-3 panels.
 
 Reduced sizes (vs the paper's 128x128 / CIFAR / ImageNet models, 10^3-10^4 samples per level,
-eps ~ 1e-3): 8x8 images, a 3x256 MLP, 1000 samples per level.  About 7 minutes on one CPU core.
+eps ~ 1e-3): 8x8 images, a 3x256 MLP, 1000 samples per level.  About 7 minutes on one idle
+CPU core (13 minutes measured on a heavily shared 2-core machine, training 290 s of it); pass
+--model to reuse a trained network.
 
     python benchmarks/mlmc_digits.py [--out runs/mlmc_digits] [--model runs/mlmc_digits/model.pt]
 """

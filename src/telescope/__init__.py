@@ -9,7 +9,7 @@ The public API (see DESIGN.md):
 
 __version__ = "0.1.0"
 
-from . import tasks
+from . import diffusion, metrics, mlmc, plots, tasks
 from .estimators import NLE, NPE, Estimator, load
 from .ladder import FidelityLadder, simulate_levels
 from .priors import BoxUniform, Gaussian, Joint, LogNormal
@@ -19,6 +19,6 @@ from .store import load_simulations
 from .train import train
 
 __all__ = [
-    "__version__", "tasks", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
+    "__version__", "tasks", "metrics", "plots", "diffusion", "mlmc", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
     "NPE", "NLE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
 ]

@@ -19,6 +19,7 @@ samples and a ``RuntimeWarning`` is raised when it exceeds :data:`RHAT_WARN`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Callable
@@ -147,9 +148,15 @@ def _fit_mixture(points: Tensor, components: int, inflate: float, seed: int):
     """Gaussian mixture (log-weights, means, inverse Cholesky factors, log-determinants) fitted by EM."""
     from sklearn.mixture import GaussianMixture
 
+    try:
+        from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+    except ImportError:  # pragma: no cover
+        threadpool_limits = contextlib.nullcontext
+
     k = max(1, min(components, points.shape[0] // (10 * points.shape[1])))
     gm = GaussianMixture(k, covariance_type="full", reg_covar=1e-9, random_state=seed % (2**31), max_iter=300)
-    gm.fit(points.numpy())
+    with threadpool_limits(1):  # BLAS threads only oversubscribe the cores for such small fits
+        gm.fit(points.numpy())
     w = torch.as_tensor(gm.weights_, dtype=torch.float64)
     mu = torch.as_tensor(gm.means_, dtype=torch.float64)
     chol = torch.linalg.cholesky(torch.as_tensor(gm.covariances_, dtype=torch.float64) * inflate)
@@ -168,15 +175,16 @@ def _mixture_log_prob(x: Tensor, w: Tensor, mu: Tensor, chol: Tensor) -> Tensor:
 @torch.no_grad()
 def mixture_importance_resampling(log_prob: LogProb, population: Tensor, n: int, *, prior, seed: int,
                                   n_proposals: int = 100_000, max_proposals: int = 1_000_000,
-                                  rounds: int = 2, components: int = 40, inflate: float = 1.3,
-                                  defensive: float = 0.02, min_ess: float = 3.0, chunk: int = 20_000,
+                                  rounds: int = 2, round_size: int = 50_000, components: int = 30,
+                                  inflate: float = 1.3, defensive: float = 0.02, min_ess: float = 2.0,
+                                  chunk: int = 20_000,
                                   name: str = "task") -> tuple[Tensor, dict]:
     """Posterior samples by adaptive importance resampling (population Monte Carlo).
 
     A Gaussian mixture is fitted to ``population`` (e.g. MCMC chains, which locate the posterior
     but may mix slowly); its covariances are inflated by ``inflate`` and a ``defensive`` share of
     the prior is added, ``q = (1 - defensive) GMM + defensive * prior``, which keeps the weights
-    ``p / q`` bounded wherever the mixture is too narrow.  For ``rounds`` rounds, ``n_proposals``
+    ``p / q`` bounded wherever the mixture is too narrow.  For ``rounds`` rounds, ``round_size``
     draws of ``q`` are weighted and the mixture is refitted to a weighted resample of them.  Then
     draws of the final ``q`` are added, ``n_proposals`` at a time up to ``max_proposals``, until
     their effective sample size reaches ``min_ess * n`` (else a ``RuntimeWarning``), and ``n`` of
@@ -218,11 +226,11 @@ def mixture_importance_resampling(log_prob: LogProb, population: Tensor, n: int,
     points = population.double()
     for r in range(rounds):
         mix = _fit_mixture(points, components, inflate, seed + r)
-        x, log_w = batch(mix, n_proposals)
+        x, log_w = batch(mix, round_size)
         if not torch.isfinite(log_w).any():
             raise RuntimeError(f"{name}: no importance proposal has a finite posterior density")
         _, wn = ess_of(log_w)
-        points = x[torch.multinomial(wn, min(20_000, x.shape[0]), replacement=True, generator=g)]
+        points = x[torch.multinomial(wn, min(10_000, x.shape[0]), replacement=True, generator=g)]
     mix = _fit_mixture(points, components, inflate, seed + rounds)
     xs, lws, total = [], [], 0
     while True:

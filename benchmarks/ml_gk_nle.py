@@ -116,7 +116,8 @@ def main() -> None:
     out["target"] = {"ml_below_nle_low": best < out["kld"]["nle_low"]["mean"],
                      "ml_below_nle_high": best < out["kld"]["nle_high"]["mean"]}
     if not args.no_plot:
-        out["figure"] = str(plot(res, n1s, last, theta_test[0], args))
+        ok = (theta_test[:, 3] >= 1.0) & (theta_test[:, 1] >= 0.5)  # a monotone, not too narrow density to show
+        out["figure"] = str(plot(res, n1s, last, theta_test[int(ok.nonzero()[0]) if ok.any() else 0], args))
     dump("ml_gk_nle", out)
 
 
@@ -128,6 +129,8 @@ def plot(res, n1s, last, theta0, args):
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.boxplot([res["ml"][n] for n in n1s], positions=range(len(n1s)), widths=0.5)
+    a.plot(range(len(n1s)), [sum(v) / len(v) for v in (res["ml"][n] for n in n1s)], "o-", color="tab:blue",
+           label="ML (mean)")
     a.set_xticks(range(len(n1s)), [str(n) for n in n1s])
     for key, colour, label in (("low", "tab:orange", f"NLE (low, n={args.n0})"),
                                ("high", "tab:green", f"NLE (high, n={args.n_high})")):
@@ -137,12 +140,12 @@ def plot(res, n1s, last, theta0, args):
     a.set_ylabel("KLD (lower is better)")
     a.set_title("(a) ML-NLE on the g-and-k")
     a.legend()
-    x = GRID[(GRID > -8) & (GRID < 12)]
+    x = torch.linspace(-6.0, 14.0, 800)
     exact = gk_log_density(theta0[None], x)[0].exp()
     b.plot(x, exact, "k", lw=2, label="exact")
     for name, est in last.items():
         b.plot(x, est.log_likelihood(theta0[None], x[:, None])[0].exp(), label=name)
-    b.set_title("(c) learned densities, one parameter")
+    b.set_title("(c) learned densities, theta = " + ", ".join(f"{v:.2f}" for v in theta0.tolist()), fontsize=9)
     b.set_xlabel("x")
     b.legend(fontsize=7)
     fig.tight_layout()

@@ -116,6 +116,8 @@ def plot(res, n1s, args):
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.boxplot([[u["nlpd"] for u in res["ml"][n]] for n in n1s], positions=range(len(n1s)), widths=0.5)
+    means = [sum(u["nlpd"] for u in res["ml"][n]) / len(res["ml"][n]) for n in n1s]
+    a.plot(range(len(n1s)), means, "o-", color="tab:blue", label="ML (mean)")
     a.set_xticks(range(len(n1s)), [str(n) for n in n1s])
     for key, colour, label in (("low", "tab:orange", f"NPE (low, n={args.n0})"),
                                ("high", "tab:green", f"NPE (high, n={args.n_high})")):

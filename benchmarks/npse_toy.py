@@ -63,9 +63,9 @@ class Perturbation:
         r = torch.tanh(a @ self.w2 + self.b2)
         if not jac:
             return r
-        # dr/dz = diag(1 - r^2) W2^T diag(h > 0) W1z^T
-        inner = (h > 0).to(z.dtype).unsqueeze(-1) * self.w1[:m].T  # (N, n, 5m, m)
-        j = torch.einsum("ko,...kz->...oz", self.w2, inner)
+        # dr/dz = diag(1 - r^2) W2^T diag(h > 0) W1z^T, as one matrix product over the hidden units
+        outer = torch.einsum("ko,zk->koz", self.w2, self.w1[:m]).reshape(5 * m, m * m)
+        j = ((h > 0).to(z.dtype) @ outer).reshape(*h.shape[:-1], m, m)
         return r, (1 - r * r).unsqueeze(-1) * j
 
 

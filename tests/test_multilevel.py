@@ -1,7 +1,6 @@
 """Multilevel neural SBI (paper 1): MLMC loss, gradient adjustment, allocation, ladders, ML-NLE / ML-NPE."""
 
 import math
-import warnings
 
 import pytest
 import torch

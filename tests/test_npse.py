@@ -28,7 +28,8 @@ def _one_torch_thread():
 
 
 def _posterior(x_set):
-    """theta ~ N(0, I), x ~ N(theta, 0.5 I): the tall posterior of x_set (n, 2) is N(sum x / (0.5 + n), I / (1 + 2n))."""
+    """theta ~ N(0, I), x ~ N(theta, 0.5 I): the tall posterior of x_set (n, 2) is N(sum x / (0.5 + n), I / (1 + 2n)).
+    """
     n = x_set.shape[0]
     var = 1.0 / (1.0 + n / NOISE_VAR)
     return var * x_set.sum(0) / NOISE_VAR, torch.full((2,), var)

@@ -5,7 +5,6 @@ in noise units, as in Section 4.1 of Linhart et al.), so every tolerance is abou
 """
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -136,7 +135,8 @@ def test_gaussian_prior_score_closed_form_and_vector_times():
     z = torch.randn(6, 2, generator=_gen(0), dtype=torch.float64)
     a = torch.linspace(0.01, 0.99, 6, dtype=torch.float64)
     for i in range(6):
-        want = -torch.linalg.solve(a[i] * cov + (1 - a[i]) * torch.eye(2, dtype=torch.float64), z[i] - a[i].sqrt() * mean)
+        diffused = a[i] * cov + (1 - a[i]) * torch.eye(2, dtype=torch.float64)
+        want = -torch.linalg.solve(diffused, z[i] - a[i].sqrt() * mean)
         assert torch.allclose(p.score(z[i:i + 1], float(a[i]))[0], want)
         assert torch.allclose(p.score(z, a)[i], want)
     assert torch.allclose(p.precision(0.5), torch.linalg.inv(cov) + torch.eye(2, dtype=torch.float64))
@@ -204,22 +204,24 @@ def test_single_observation_ddim_matches_the_posterior_for_every_observation():
     assert torch.allclose(covs, toy.post_cov.expand(5, 2, 2), atol=0.08 * float(toy.post_cov.diagonal().max()))
 
 
-@pytest.mark.parametrize("method, steps, tol", [("gauss", 200, 0.15), ("jac", 200, 0.15), ("fnpse", 200, 0.25)])
-def test_tall_posterior_with_exact_score_matches_the_analytic_one(method, steps, tol):
+@pytest.mark.parametrize("method, steps, samples, tol", [("gauss", 200, 3000, 0.15), ("jac", 150, 1500, 0.15),
+                                                          ("fnpse", 150, 2000, 0.2)])
+def test_tall_posterior_with_exact_score_matches_the_analytic_one(method, steps, samples, tol):
+    # mean within tol posterior sd, covariance within tol in correlation units (measured: <= 0.06 / 0.10)
     toy = GaussToy(d=2, rho=0.5)
     n = 10
     mean, cov = toy.tall(n)
-    s = sample_tall(rowwise(toy.eps, toy.x[:n]), n, 3000, toy.prior, method=method, steps=steps,
+    s = sample_tall(rowwise(toy.eps, toy.x[:n]), n, samples, toy.prior, method=method, steps=steps,
                     spacing="quadratic", pilot_samples=1000, pilot_steps=100, generator=_gen(3))
     _check_moments(s, mean, cov, tol, tol)
 
 
 def test_gauss_is_stable_up_to_100_observations_with_a_perturbed_score():
     toy = GaussToy(d=3, epsilon=1e-2, seed=1)
-    for n in (50, 100):
+    for n in (100,):
         mean, cov = toy.tall(n)
         sampler = TallSampler(rowwise(toy.eps, toy.x[:n]), n, toy.prior, method="gauss", steps=50,
-                              generator=_gen(4))
+                              pilot_samples=128, generator=_gen(4))
         s = sampler.sample(500)
         assert torch.isfinite(s).all() and sampler.info["non_finite"] == 0
         # the tall posterior is narrow (sd ~ 0.05); the mean is within a few sd of the truth

@@ -19,6 +19,10 @@ ALL = ["gaussian_linear", "gaussian_linear_uniform", "two_moons", "slcp", "gauss
 @pytest.fixture(autouse=True)
 def _tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TELESCOPE_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batched ops: threads only contend on shared CI cores
+    yield
+    torch.set_num_threads(threads)
 
 
 def _grid2d(centre, half: float, points: int):
@@ -170,16 +174,19 @@ def test_two_moons_reference_matches_importance_weighted_prior():
     assert (ref.abs() <= 1).all()
     g = torch.Generator().manual_seed(0)
     theta = 2 * torch.rand(600_000, 2, generator=g, dtype=torch.float64) - 1
-    w = task.log_likelihood(theta, task.observation(1)).double()
-    w = torch.softmax(w, 0)
+    w = torch.softmax(task.log_likelihood(theta, task.observation(1)).double(), 0)
     assert 1 / (w**2).sum() > 1000  # effective sample size of the check
     assert torch.allclose(ref.mean(0), (w[:, None] * theta).sum(0), atol=0.03)
-    for j in range(2):
-        order = torch.argsort(theta[:, j])
+    # the posterior is bimodal in theta_1 + theta_2 (the two preimages): compare the weight of
+    # each mode, then quantiles of |theta_1 + theta_2| and theta_2 - theta_1, which are unimodal
+    assert abs((ref.sum(-1) > 0).double().mean() - w[theta.sum(-1) > 0].sum()) < 0.03
+    for f in (lambda t: t.sum(-1).abs(), lambda t: t[:, 1] - t[:, 0]):
+        v_ref, v_is = f(ref), f(theta)
+        order = torch.argsort(v_is)
         cdf = torch.cumsum(w[order], 0)
         for q in (0.1, 0.25, 0.5, 0.75, 0.9):
-            is_q = theta[order[torch.searchsorted(cdf, torch.tensor(q, dtype=torch.float64))], j]
-            assert abs(torch.quantile(ref[:, j], q) - is_q) < 0.04
+            is_q = v_is[order[torch.searchsorted(cdf, torch.tensor(q, dtype=torch.float64))]]
+            assert abs(torch.quantile(v_ref, q) - is_q) < 0.02
 
 
 # -- gaussian_mixture ------------------------------------------------------------------------
@@ -227,14 +234,14 @@ def test_slcp_likelihood_and_simulator_are_the_stated_gaussian():
 
 
 def test_slcp_reference_small_covers_all_four_modes():
-    task = tasks.get("slcp", chains=200, warmup=60, thin=2, n_proposals=20_000)
+    task = tasks.get("slcp", chains=200, warmup=40, thin=1, n_proposals=20_000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # short run: R-hat may exceed 1.05
-        s = task.reference_samples(1, 2000, cache=False)
-    assert s.shape == (2000, 5) and (s.abs() <= 3).all()
+        s = task.reference_samples(1, 1000, cache=False)
+    assert s.shape == (1000, 5) and (s.abs() <= 3).all()
     assert torch.isfinite(task.log_posterior_unnorm(s, task.observation(1))).all()
     for j in (2, 3):
-        assert abs((s[:, j] > 0).float().mean().item() - 0.5) < 0.05
+        assert abs((s[:, j] > 0).float().mean().item() - 0.5) < 0.06
     assert "rhat" in task.diagnostics
 
 
@@ -289,13 +296,14 @@ def _gk_breakpoints(theta):
     return z, gz, sorted(set([gz.min().item(), gz.max().item(), theta[0, 0].item()] + ext.tolist()))
 
 
-def _gk_mass(theta, a, b, points=20_001):
-    """``P(a < X < b)`` by quadrature of the density with the substitution x = a + (b-a) sin^2(pi s / 2)
-    (which removes the inverse-square-root singularities at turning points placed at a or b)."""
-    s = torch.linspace(0, 1, points, dtype=torch.float64)[1:-1]
+def _gk_mass(theta, a, b, points=1001):
+    """``P(a < X < b)`` by quadrature of the density with the substitution x = a + (b-a) sin^2(pi s / 2),
+    which turns the inverse-square-root singularities at turning points placed at a or b into a smooth
+    integrand in s."""
+    s = (torch.arange(points, dtype=torch.float64) + 0.5) / points  # midpoint rule: no endpoint evaluations
     x = a + (b - a) * torch.sin(math.pi * s / 2) ** 2
     w = (b - a) * math.pi / 2 * torch.sin(math.pi * s)
-    return torch.trapezoid(gk_log_density(theta, x)[0].exp() * w, s).item()
+    return (gk_log_density(theta, x)[0].exp() * w).mean().item()
 
 
 @pytest.mark.parametrize("theta", GK_THETAS)
@@ -303,14 +311,14 @@ def test_gk_density_integrates_to_one_and_matches_the_quantile_function(theta):
     theta = torch.tensor([theta], dtype=torch.float64)
     z, gz, bps = _gk_breakpoints(theta)
     total = sum(_gk_mass(theta, a, b) for a, b in zip(bps[:-1], bps[1:]))
-    assert abs(total - 1) < 2e-4
+    assert abs(total - 1) < 5e-5
     # P(a < X < b) against the normal measure of {z : a < G(z) < b} on a fine z-grid
     phi = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi) * (z[1] - z[0])
     qs = torch.quantile(gz[::50], torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9], dtype=torch.float64))
     edges = sorted(set(bps + qs.tolist()))
     for a, b in zip(edges[:-1], edges[1:]):
         want = phi[(gz > a) & (gz < b)].sum().item()
-        assert abs(_gk_mass(theta, a, b) - want) < 5e-4
+        assert abs(_gk_mass(theta, a, b) - want) < 1e-4
 
 
 @pytest.mark.parametrize("theta", [GK_THETAS[0], GK_THETAS[1]])
@@ -324,7 +332,7 @@ def test_gk_density_matches_histogram_of_simulations(theta):
     for a, b in zip(edges[:-1], edges[1:]):
         inner = [p for p in bps if a < p < b]  # split at turning points to keep the quadrature exact
         cuts = [a] + inner + [b]
-        mass = sum(_gk_mass(theta64, lo, hi, points=4001) for lo, hi in zip(cuts[:-1], cuts[1:]))
+        mass = sum(_gk_mass(theta64, lo, hi, points=401) for lo, hi in zip(cuts[:-1], cuts[1:]))
         freq = ((x > a) & (x < b)).double().mean().item()
         assert abs(mass - freq) < 4 * math.sqrt(freq * (1 - freq) / 200_000) + 1e-3
 
@@ -345,21 +353,29 @@ def test_gk_likelihood_is_the_sum_over_draws():
 
 
 def test_gk_reference_small_run():
-    task = tasks.get("g_and_k", chains=50, warmup=10, thin=1, n_proposals=5000)
+    task = tasks.get("g_and_k", chains=50, warmup=10, population=4, n_proposals=2000, is_proposals=4000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         s = task.reference_samples(2, 200, cache=False)
     assert s.shape == (200, 4)
     assert torch.isfinite(task.log_posterior_unnorm(s, task.observation(2))).all()
+    assert task.diagnostics["ess"] > 50
     assert task.cache_key() == "g_and_k_n10"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("i", [1, 4])
-def test_gk_reference_converges(i):
+@pytest.mark.parametrize("i", [1, 2])
+def test_gk_reference_is_reproducible_across_seeds(i):
+    """Two independent reference runs (non-monotone obs 1, monotone obs 2) agree."""
     task = tasks.get("g_and_k")
+    x = task.observation(i)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        s = task.reference_samples(i, 10_000, cache=False)
-    assert task.diagnostics["rhat"].max() < 1.05
-    assert torch.isfinite(task.log_posterior_unnorm(s, task.observation(i))).all()
+        a = task._reference(x, 10_000, seed=11).double()
+        assert task.diagnostics["ess"] >= 20_000
+        b = task._reference(x, 10_000, seed=22).double()
+    qs = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
+    for j in range(4):
+        spread = (torch.quantile(a[:, j], 0.95) - torch.quantile(a[:, j], 0.05)).item()
+        assert (torch.quantile(a[:, j], qs) - torch.quantile(b[:, j], qs)).abs().max() < 0.05 * spread
+    assert torch.isfinite(task.log_posterior_unnorm(a, x)).all()

@@ -10,7 +10,7 @@ The public API (see DESIGN.md):
 __version__ = "0.1.0"
 
 from . import diffusion, metrics, mlmc, plots, tasks
-from .estimators import NLE, NPE, Estimator, load
+from .estimators import NLE, NPE, NPSE, Estimator, load
 from .ladder import FidelityLadder, simulate_levels
 from .priors import BoxUniform, Gaussian, Joint, LogNormal
 from .simulate import simulate
@@ -20,5 +20,5 @@ from .train import train
 
 __all__ = [
     "__version__", "tasks", "metrics", "plots", "diffusion", "mlmc", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
-    "NPE", "NLE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
+    "NPE", "NLE", "NPSE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
 ]

@@ -2,5 +2,6 @@
 from .base import Estimator, load
 from .nle import NLE
 from .npe import NPE
+from .npse import NPSE
 
-__all__ = ["Estimator", "NPE", "NLE", "load"]
+__all__ = ["Estimator", "NPE", "NLE", "NPSE", "load"]

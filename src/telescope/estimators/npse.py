@@ -137,7 +137,7 @@ class ScoreNet(nn.Module):
         return torch.where(self.log_dims, torch.exp(u), u) if bool(self.log_dims.any()) else u
 
     def clip_range(self, margin: float = 0.25) -> tuple[Tensor, Tensor]:
-        """Bounds ``(lo, hi)`` for denoised estimates: the training range of ``z`` widened by ``margin`` of its width."""
+        """Bounds ``(lo, hi)`` for denoised estimates: the training range of ``z`` widened by margin x width."""
         lo, hi = self.z_range[0], self.z_range[1]
         w = (hi - lo).clamp_min(1e-6)
         return lo - margin * w, hi + margin * w
@@ -149,7 +149,7 @@ class ScoreNet(nn.Module):
         return self.x_net(h.reshape(h.shape[0], -1))
 
     def eps_codes(self, z: Tensor, t, hx: Tensor) -> Tensor:
-        """Noise prediction from ``z (*, d)``, ``t`` (number or ``(*,)``) and an ``x`` code broadcastable to ``(*, embed)``."""
+        """Noise prediction from ``z (*, d)``, ``t`` (number or ``(*,)``) and an ``x`` code ``(*, embed)``."""
         t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
         a = self.in_theta(self.theta_net(z)) + self.in_x(hx) + self.in_t(self.time(t))
         return self.head(a)
@@ -218,7 +218,8 @@ class NPSE(Estimator):
                          schedule=schedule, transform=transform, prior_score=prior_score, p_uncond=float(p_uncond),
                          t_min=float(t_min))
         self.schedule = VPSchedule(**schedule) if schedule is not None else VPSchedule()
-        self.log_dims = positive_dims(self.prior) if transform == "auto" else torch.zeros(self.dim_theta, dtype=torch.bool)
+        self.log_dims = positive_dims(self.prior) if transform == "auto" else \
+            torch.zeros(self.dim_theta, dtype=torch.bool)
         if prior_score in ("auto", "analytic"):
             try:
                 diffused_prior(self.prior, log_dims=self.log_dims)
@@ -298,16 +299,16 @@ class NPSE(Estimator):
 
         return LearnedPriorScore(eps, net.z_precision.double())
 
-    def score(self, theta, x, t) -> Tensor:
-        r"""The diffused posterior score :math:`\nabla_z \log p_t(z | x)` in the working space.
+    def score(self, z, x, t) -> Tensor:
+        r"""The diffused posterior score :math:`\nabla_z \log p_t(z | x)` in the working space, ``(n, d)``.
 
         Arguments:
-            theta: working-space points ``z (n, d)`` (use ``net.to_working`` for parameters).
+            z: working-space points ``(n, d)`` (``self.net.to_working(theta)`` maps parameters there).
             x: one observation or ``(n, *x_shape)``.
             t: diffusion time in ``(0, 1]`` (a number).
         """
         net = self._trained()
-        z = self._check_theta(theta, "theta").to(self.device)
+        z = self._check_theta(z, "z").to(self.device)
         xs = self._check_x(x).to(self.device)
         t = float(t)
         if not 0.0 < t <= 1.0:
@@ -330,7 +331,8 @@ class NPSE(Estimator):
         t0 = time.perf_counter()
         while True:
             need = int((n - count).max())
-            k = min(max(int(need / max(rate, 1e-3) * 1.1) + 8, 16), max(16, 4 * n))
+            # first round: exactly n (the usual case: everything inside); then what the acceptance rate asks
+            k = n if drawn == 0 else min(max(int(need / max(rate, 1e-3) * 1.1) + 8, 16), max(16, 4 * n))
             s = draw(k).cpu()
             ok = in_support(self.prior, s.reshape(-1, self.dim_theta)).reshape(k, m)
             drawn, accepted = drawn + k * m, accepted + int(ok.sum())
@@ -410,7 +412,8 @@ class NPSE(Estimator):
         Arguments:
             x: one observation (shape as one x at fit), or a set ``(n_obs, *x_shape)`` of
                 observations of the same parameter; with ``n_obs > 1`` the samples follow the
-                tall posterior :math:`p(\theta | x_{1:n}) \propto \lambda^{1-n}\prod_j p(\theta | x_j)`.
+                tall posterior :math:`p(\theta | x_{1:n}) \propto \lambda^{1-n}\prod_j p(\theta | x_j)`
+                (with one observation every method reduces to plain posterior sampling).
             n: number of samples.
             method: ``"gauss"`` (default for sets), ``"jac"`` or ``"fnpse"`` (:mod:`telescope.samplers.tall`).
             steps: reverse steps (default 100 for one observation, 50 for GAUSS, 1000 for JAC,
@@ -436,8 +439,9 @@ class NPSE(Estimator):
             raise ValueError(f"method must be one of {list(METHODS)} (tall-data samplers), got {method!r}")
         x = torch.as_tensor(x, dtype=torch.float32) if not isinstance(x, Tensor) else x.float()
         if x.dim() > len(self.x_shape or ()) and x.shape[0] == 0:
+            event = ", ".join(map(str, self.x_shape or ()))
             raise ValueError(f"x has no observations (shape {tuple(x.shape)}); expected one observation of shape "
-                             f"{self.x_shape} or a set (n_obs, {', '.join(map(str, self.x_shape or ()))}) with n_obs >= 1")
+                             f"{self.x_shape} or a set (n_obs, {event}) with n_obs >= 1")
         xs = self._check_x(x, "x")
         if xs.shape[0] == 1:
             return self.sample_batched(xs, n, steps=steps, sampler=sampler, eta=eta, spacing=spacing, clip=clip,

@@ -237,7 +237,8 @@ def level_variances(estimator, levels, *, kind: str = "loss", max_samples: int =
     """
     est = getattr(estimator, "estimator", estimator)
     if not isinstance(est, Estimator):
-        raise TypeError(f"estimator must be a telescope estimator or Multilevel wrapper, got {type(estimator).__name__}")
+        raise TypeError(f"estimator must be a telescope estimator or Multilevel wrapper, "
+                        f"got {type(estimator).__name__}")
     net = est._trained()
     if kind not in ("loss", "grad"):
         raise ValueError(f"kind must be 'loss' or 'grad', got {kind!r}")

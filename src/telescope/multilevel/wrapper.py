@@ -96,6 +96,14 @@ class Multilevel:
     After :meth:`fit`, attributes and methods of the estimator (``sample``, ``log_prob``, ``net``,
     ``history``, ...) are reached through the wrapper; ``history["multilevel"]`` records the level
     sizes, pair correlations and statistics of the gradient adjustment.
+
+    Supported estimators: every estimator whose ``_loss(net, batch)`` is a Monte Carlo mean over the
+    batch's simulations.  NLE and NPE also give per-simulation losses (``_loss_terms``), so all terms of
+    a step come from one forward pass.  Others (NRE, NPSE) are evaluated once per pair member with the
+    random state replayed, so contrastive sets, diffusion times and noises are the same for ``x_l`` and
+    ``x_{l-1}``; NRE with ``contrastive="bootstrap"`` needs every level's batch to hold more than ``K``
+    pairs — use ``contrastive="prior"`` when a level has few pairs.  ``estimator.fit``-specific extras
+    (e.g. NRE's mutual-information bounds) are not computed.
     """
 
     #: train() settings for multilevel fits (over the estimator's own defaults); fit(**kwargs) overrides

@@ -65,7 +65,8 @@ __all__ = [
 #: What :func:`diffused_prior` understands, for error messages.
 SUPPORTED_PRIORS = ("telescope.Gaussian / torch MultivariateNormal", "telescope.BoxUniform / Independent(Uniform)",
                     "telescope.LogNormal / Independent(LogNormal) (Gaussian after the log transform)",
-                    "Independent(Normal)", "telescope.Joint of Normal, Uniform, LogNormal, Gaussian and BoxUniform parts")
+                    "Independent(Normal)",
+                    "telescope.Joint of Normal, Uniform, LogNormal, Gaussian and BoxUniform parts")
 
 
 class PriorScoreError(ValueError):

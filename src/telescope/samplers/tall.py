@@ -22,7 +22,7 @@ prior score (:mod:`telescope.samplers.prior_scores`).  The same identity holds i
 * ``"gauss"``: :math:`\Sigma_{t,j}^{-1} = \hat\Sigma_j^{-1} + (\alpha_t/v_t) I`, the backward
   precision of a Gaussian posterior with covariance :math:`\hat\Sigma_j`.  :math:`\hat\Sigma_j` is the
   empirical covariance of a short DDIM pilot run for every observation — all observations in
-  ONE batched run.  :math:`\Lambda = C + (\alpha_t/v_t) I` with the constant
+  ONE batched run (trimmed of stray draws, :func:`trimmed_covariance`).  :math:`\Lambda = C + (\alpha_t/v_t) I` with the constant
   :math:`C = \sum_j\hat\Sigma_j^{-1} + (1-n)\Sigma_\lambda^{-1}`, so one ``d x d`` solve per step.
 * ``"jac"``: :math:`\Sigma_{t,j} = (v_t/\alpha_t)(I + v_t \nabla_\theta s_j)` (Tweedie's second
   moment, Boys et al., 2023), from the symmetrised Jacobian of the network at every sample,
@@ -41,11 +41,12 @@ The prior kernel uses :math:`\Sigma_{t,\lambda}^{-1} = \Sigma_\lambda^{-1} + (\a
   semi-definite (eigenvalues clipped at 0 in prior-whitened coordinates).  Then
   :math:`\Lambda_t \succeq \Sigma_\lambda^{-1} + (\alpha_t/v_t) I` for every ``t`` and ``n``.  A
   ``RuntimeWarning`` says so.
-* JAC checks every backward covariance (:math:`I + v_t\nabla s_j \succ 0`, eigenvalues clipped at
-  ``1e-4``) and every :math:`\Lambda(\theta)` (Cholesky); a failing :math:`\Lambda(\theta)` gets its
-  eigenvalues floored at :math:`\lambda_{min}(\Sigma_\lambda^{-1}) + \alpha_t/v_t`, the value a
-  posterior at least as concentrated as the prior would have.  Counts are in ``info`` and a
-  ``RuntimeWarning`` is issued.
+* JAC checks every backward covariance (:math:`I + v_t\nabla s_j \succ 0`, Cholesky) and every
+  :math:`\Lambda(\theta)`.  Where one fails, that sample's step uses the factorised score
+  :math:`\sum_j s_j + (1-n)s_\lambda` (GAUSS with every posterior set to the prior).  Failures
+  concentrate near :math:`t = 1`, where :math:`\Sigma_{t,j} = (v_t/\alpha_t)(\dots)` amplifies
+  any error of the Jacobian and where, by Appendix C, the correction the fallback drops is
+  negligible.  Counts are in ``info`` and a ``RuntimeWarning`` is issued.
 
 **F-NPSE** (Geffner et al., 2023; eq. 6): annealed unadjusted Langevin dynamics on the bridge
 densities :math:`\varrho_t \propto \lambda^{(1-n)(1-t)} \prod_j p_t(\cdot | x_j)`,
@@ -60,7 +61,10 @@ the first term by :math:`(1-n)\nabla\log p^\lambda_t`.  F-NPSE costs ``langevin_
 more network evaluations than GAUSS for the same number of steps.
 
 Every reverse step is a DDIM step (:func:`telescope.diffusion.ddim_step`) on the schedule of
-:mod:`telescope.diffusion`; :func:`paper_eta` gives the paper's ``eta`` for a step count.
+:mod:`telescope.diffusion`; :func:`paper_eta` gives the paper's ``eta`` for a step count.  With
+``clip=(lo, hi)`` the denoised estimate of every step is clamped per coordinate
+(:func:`clip_eps`; F-NPSE clamps its states), the "clipped" variants of Section 4.2 — a learned
+network extrapolates badly for trajectories starting in the tails of the noise.
 """
 
 from __future__ import annotations
@@ -120,7 +124,9 @@ def _grid(schedule: VPSchedule, steps: int, spacing: str = "uniform") -> tuple[l
 
 
 def clip_eps(z: Tensor, eps: Tensor, alpha_bar: float, clip: tuple[Tensor, Tensor]) -> Tensor:
-    r"""The noise prediction whose denoised estimate :math:`\hat z_0 = (z - \sqrt{v}\epsilon)/\sqrt{\alpha}` is clamped to ``clip = (lo, hi)``.
+    r"""The noise prediction whose denoised estimate is clamped to ``clip = (lo, hi)``.
+
+    The denoised estimate is :math:`\hat z_0 = (z - \sqrt{v}\epsilon)/\sqrt{\alpha}`.
 
     A DDIM step with the returned noise equals the step with :math:`\hat z_0` clamped to the
     data range (as ``clip_x0`` in :func:`telescope.diffusion.deterministic_part`), here with
@@ -179,7 +185,7 @@ def pilot_covariances(eps_set: SetEps, n_obs: int, dim: int, *, samples: int = 2
 
 
 def trimmed_covariance(s: Tensor, trim: float = 1e-3, rounds: int = 2) -> Tensor:
-    """Covariances ``(m, d, d)`` of ``m`` samples ``s (m, k, d)``, dropping draws beyond the chi-square ``1 - trim`` quantile."""
+    """Covariances ``(m, d, d)`` of samples ``s (m, k, d)``, less draws beyond the chi-square ``1 - trim`` quantile."""
     m, k, d = s.shape
     keep = torch.isfinite(s).all(-1)  # (m, k)
     cut = float(chi2.ppf(1.0 - trim, d)) if trim > 0 else math.inf
@@ -353,17 +359,17 @@ class TallSampler:
         v = 1.0 - abar
         r = abar / v
         eye = torch.eye(d, dtype=torch.float64, device=z.device)
-        m = eye - math.sqrt(v) * _sym(jac)  # (alpha / v) * backward covariance, must be positive definite
-        chol_m, info_m = torch.linalg.cholesky_ex(m)
-        bad_cov = (info_m != 0) | ~torch.isfinite(m).all(-1).all(-1)  # (N, n)
-        prec = r * _sym(torch.cholesky_inverse(chol_m))  # (N, n, d, d)
+        m = eye - (0.5 * math.sqrt(v)) * (jac + jac.transpose(-1, -2))  # (alpha / v) * backward covariance
+        chol_m, info_m = torch.linalg.cholesky_ex(m)  # must be positive definite
+        m_inv = torch.cholesky_inverse(chol_m)  # (N, n, d, d); prec_j = r * m_inv
         e_prior = (-math.sqrt(v)) * self.prior.score(z, abar).double()
         prec_prior_t = self.prec_prior + r * eye
-        lam = _sym(prec.sum(1) + (1 - n) * prec_prior_t)  # (N, d, d)
-        num = torch.einsum("Njab,Njb->Na", prec, e) + (1 - n) * (e_prior @ prec_prior_t)
+        lam = _sym(r * m_inv.sum(1) + (1 - n) * prec_prior_t)  # (N, d, d)
+        num = r * (m_inv @ e.unsqueeze(-1)).squeeze(-1).sum(1) + (1 - n) * (e_prior @ prec_prior_t)
         chol, info = torch.linalg.cholesky_ex(lam)
-        fail = bad_cov.any(1) | (info != 0) | ~torch.isfinite(lam).all(-1).all(-1)
         out = torch.cholesky_solve(num.unsqueeze(-1), chol).squeeze(-1)
+        bad_cov = info_m != 0  # (N, n)
+        fail = bad_cov.any(1) | (info != 0) | ~torch.isfinite(out).all(-1)
         if bool(fail.any()):
             # factorised score: GAUSS with every posterior set to the prior (Lambda = prior kernel precision);
             # near t = 1, where the Jacobian is least reliable, the correction it drops vanishes (Appendix C)

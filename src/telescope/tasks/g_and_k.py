@@ -241,7 +241,9 @@ class GAndK(Task):
         n_draws: iid draws per observation (``dim_x``).
         chains, warmup, thin, kernel: settings of the reference MCMC (random-walk Metropolis by
             default: one likelihood evaluation per iteration for all chains).
+        population: samples kept per chain, to which the importance proposal is fitted.
         n_proposals: prior draws resampled (SIR) into the initial chains.
+        is_proposals: importance-sampling draws per batch (adaptation rounds use half as many).
 
     Example:
         >>> task = GAndK(n_draws=5)
@@ -302,7 +304,8 @@ class GAndK(Task):
                                 warn=False, name=self.name)
         # 2. correct it: importance resampling from a mixture fitted to the chains
         samples, diag = mixture_importance_resampling(log_post, pop, n, prior=self.prior, seed=seed + 2,
-                                                      n_proposals=self.is_proposals, name=self.name)
+                                                      n_proposals=self.is_proposals,
+                                                      round_size=max(1, self.is_proposals // 2), name=self.name)
         self.diagnostics = {"rhat": r, **diag}
         return samples
 

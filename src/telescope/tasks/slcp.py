@@ -60,7 +60,7 @@ class SLCP(Task):
     dim_theta = 5
     dim_x = 2 * _N_DRAWS
 
-    def __init__(self, chains: int = 1000, warmup: int = 250, thin: int = 5, n_proposals: int = 100_000):
+    def __init__(self, chains: int = 1000, warmup: int = 300, thin: int = 6, n_proposals: int = 100_000):
         self.prior = BoxUniform(torch.full((5,), -3.0), torch.full((5,), 3.0))
         self.simulator = Simulator(self._generate, noise=self._noise, name="slcp", config={})
         self.chains, self.warmup, self.thin, self.n_proposals = int(chains), int(warmup), int(thin), int(n_proposals)
@@ -130,9 +130,9 @@ class SLCP(Task):
         low, high = self.prior.low.double(), self.prior.high.double()
         props = low + (high - low) * torch.rand(self.n_proposals, 5, generator=g, dtype=torch.float64)
         props[:, 2:4] = props[:, 2:4].abs().clamp_min(1e-6)  # uniform on the folded box
-        v, log_det = self._to_w(props, xbar)  # proposal density in w-coordinates: 1 / |A|
+        v, log_det = self._to_w(props, xbar)  # proposal density in w-coordinates: |A| (uniform in theta)
         v, r = mcmc_reference(lambda u: self._log_target_w(u, x, xbar), v, n, seed=seed + 1,
-                              proposal_log_prob=-log_det, chains=self.chains, warmup=self.warmup,
+                              proposal_log_prob=log_det, chains=self.chains, warmup=self.warmup,
                               thin=self.thin, name=self.name)
         self.diagnostics = {"rhat": r}
         samples = self._from_w(v, xbar)

@@ -115,7 +115,7 @@ class RatioNet(nn.Module):
         embedding: optional ``nn.Module`` mapping standardised ``x (n, *event)`` to ``(n, e)``.
     """
 
-    def __init__(self, theta: Tensor, x: Tensor, *, width: int = 64, blocks: int = 2, batch_norm: bool = False,
+    def __init__(self, theta: Tensor, x: Tensor, *, width: int = 50, blocks: int = 2, batch_norm: bool = False,
                  dropout: float = 0.0, embedding: nn.Module | None = None):
         super().__init__()
         self.std_theta = fit_standardize(theta)
@@ -248,6 +248,11 @@ class NRE(Estimator):
         embedding: optional ``nn.Module`` for ``x`` (applied after standardisation).
         device, seed: as for every estimator.
 
+    The defaults (``K=9``, width 50, 2 blocks, no batch norm; ``batch_size=256, lr=1e-3, patience=10``)
+    were chosen with ``benchmarks/nre_c.py`` for accuracy per CPU second.  The paper's best C2ST used
+    ``K`` up to half the batch (``K=99``, batch 1024), the Large NN and 1000 epochs: larger ``K`` costs
+    ``K + 1`` network calls per simulation and step.
+
     Example:
         >>> import telescope as ts
         >>> task = ts.tasks.get("two_moons")
@@ -259,9 +264,9 @@ class NRE(Estimator):
         torch.Size([10, 2])
     """
 
-    train_defaults = {"batch_size": 256, "lr": 1e-3, "patience": 20}
+    train_defaults = {"batch_size": 256, "lr": 1e-3, "patience": 10}
 
-    def __init__(self, prior, *, gamma: float = 1.0, K: int = 9, contrastive: str = "bootstrap", width: int = 64,
+    def __init__(self, prior, *, gamma: float = 1.0, K: int = 9, contrastive: str = "bootstrap", width: int = 50,
                  blocks: int = 2, batch_norm: bool = False, dropout: float = 0.0, embedding: nn.Module | None = None,
                  device=None, seed: int | None = 0):
         try:

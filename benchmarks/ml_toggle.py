@@ -10,14 +10,15 @@ and 500 high-fidelity simulations, averaged over test parameters from the prior 
 ``root_mmd`` averages its square root.
 
 The likelihood model is the paper's: a Gaussian mixture density network with 2 components and an MLP of 2 x 20
-units (``--model nsf`` uses telescope's NSF flow instead).  Training: Adam, early stopping on the validation
-loss (the paper: 10^4 epochs).  The script also estimates the per-level variances of the loss at a pilot
-ML-NLE (trained on a separate pilot set of 2000/300/300) and prints the allocation Theorem 2 proposes for the
-same budget, with its predicted loss variance against single-level NLE(high); ``--allocations ...,T2`` also
-trains ML-NLE with that allocation (the pilot simulations are not charged to its budget).
+units (``--model nsf`` uses telescope's NSF flow instead).  Training: Adam at lr 1e-3 by default, early
+stopping on the validation loss (the paper: 10^4 epochs at lr 1e-4).  The script also estimates the per-level
+variances of the loss at a pilot ML-NLE (trained on a separate pilot set of 2000/300/300) and prints the
+allocation Theorem 2 proposes for the same budget, with its predicted loss variance against single-level
+NLE(high); ``--allocations ...,T2`` also trains ML-NLE with that allocation (the pilot simulations are not
+charged to its budget).
 
     python benchmarks/ml_toggle.py                           # reduced default: 1 repeat, 100 test parameters
-    python benchmarks/ml_toggle.py --repeats 5 --test 1000 --allocations A,B,C
+    python benchmarks/ml_toggle.py --repeats 5 --test 1000 --allocations A,B,C,T2
 
 Prints JSON (also benchmarks/results/ml_toggle.json) and draws results/ml_toggle.png.
 """
@@ -101,7 +102,7 @@ def main() -> None:
     p.add_argument("--model", default="mdn", choices=["mdn", "nsf"])
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--epochs", type=int, default=300, help="maximum epochs (early stopping)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper: 1e-4, slower)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--patience", type=int, default=20)
     p.add_argument("--adjust", default="both", choices=sorted(ADJUST))

@@ -9,8 +9,8 @@ The public API (see DESIGN.md):
 
 __version__ = "0.1.0"
 
-from . import diffusion, metrics, mlmc, plots, tasks
-from .estimators import NLE, NPE, NPSE, Estimator, load
+from . import diagnostics, diffusion, metrics, mlmc, plots, tasks
+from .estimators import NLE, NPE, NPSE, NRE, Estimator, load
 from .ladder import FidelityLadder, simulate_levels
 from .priors import BoxUniform, Gaussian, Joint, LogNormal
 from .simulate import simulate
@@ -19,6 +19,6 @@ from .store import load_simulations
 from .train import train
 
 __all__ = [
-    "__version__", "tasks", "metrics", "plots", "diffusion", "mlmc", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
-    "NPE", "NLE", "NPSE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
+    "__version__", "tasks", "metrics", "diagnostics", "plots", "diffusion", "mlmc", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
+    "NPE", "NLE", "NPSE", "NRE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
 ]

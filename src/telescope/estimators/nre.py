@@ -226,6 +226,13 @@ def rejection_sample(log_weight: Callable[..., Tensor], prior, n: int, m: int = 
     return out, float((counts.double() / proposed).mean())
 
 
+def _mi_terms(h_joint: Tensor, h_marg: Tensor) -> tuple[int, float, float, float]:
+    """Sums over a batch for the MI bounds: ``(B, sum h_joint, sum log mean exp h_marg, sum mean (exp h_marg - 1))``."""
+    hj, hm = h_joint.double(), h_marg.double()
+    log_z = torch.logsumexp(hm, 1) - math.log(hm.shape[1])
+    return hj.shape[0], float(hj.sum()), float(log_z.sum()), float((hm.exp().mean(1) - 1).sum())
+
+
 class _LowAcceptance(RuntimeError):
     def __init__(self, rate: float):
         super().__init__(f"acceptance rate {rate:.2e} is below min_acceptance")
@@ -288,6 +295,8 @@ class NRE(Estimator):
         self.acceptance_rate: float | None = None
         self.method: str | None = None
         self._online: dict | None = None
+        self._mi_batches: list[tuple[int, float, float, float]] = []
+        self._mi_epochs: dict[str, list[float]] = {"I0": [], "I1": []}
 
     def __repr__(self) -> str:
         kind = "NRE-B" if math.isinf(self.gamma) else ("NRE-A" if self.gamma == 1 and self.K == 1 else "NRE-C")
@@ -317,7 +326,21 @@ class NRE(Estimator):
                 theta_c = self.prior.sample((B, K)).float().to(theta.device)
         feats = net.embed(x)  # (B, e)
         h = net(torch.cat([theta[:, None], theta_c], 1), feats[:, None].expand(-1, K + 1, -1))  # (B, K + 1)
+        if net.training:
+            self._flush_mi()
+        else:  # validation: the same forward pass gives the MI bounds of eqs. (48), (61) with M = K
+            self._mi_batches.append(_mi_terms(h[:, 0].detach(), h[:, 1:].detach()))
         return nre_c_loss(h[:, 0], h[:, 1:], self.gamma)
+
+    def _flush_mi(self) -> None:
+        """Close one epoch's validation pass: append its MI bounds to ``history['mi_per_epoch']``."""
+        if not self._mi_batches:
+            return
+        n, s_h, s_logz, s_r = (sum(t[i] for t in self._mi_batches) for i in range(4))
+        self._mi_batches = []
+        i1 = (s_h - s_r) / n
+        self._mi_epochs["I0"].append((s_h - s_logz) / n)
+        self._mi_epochs["I1"].append(i1 if math.isfinite(i1) else -math.inf)
 
     def _online_batch(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """Section 3.1: replace a training batch by a fresh joint draw (after the initial simulations are used)."""
@@ -360,13 +383,19 @@ class NRE(Estimator):
                              f"or raise val_fraction")
 
     def fit(self, theta, x, *, mi_samples: int = 100, **train_kwargs) -> "NRE":
-        """Train on simulations ``theta (n, d)``, ``x (n, *event)``; returns ``self``.
+        r"""Train on simulations ``theta (n, d)``, ``x (n, *event)``; returns ``self``.
 
         Keyword arguments go to :func:`telescope.train.train`.  After training, the mutual-information
-        bounds :math:`\\hat I^{(0)}`, :math:`\\hat I^{(1)}` (paper 2, eqs. 48, 61) are computed on the
+        bounds :math:`\hat I^{(0)}`, :math:`\hat I^{(1)}` (paper 2, eqs. 48, 61) are computed on the
         validation split with ``mi_samples`` prior draws per observation and stored in
         ``history["mi"]`` (``mi_samples=0`` skips them).  Compare them across estimators for model
         selection (:func:`telescope.diagnostics.select`).
+
+        During training, every validation pass also logs both bounds, from the same forward pass as the
+        validation loss, with the ``K`` contrastive parameters as the ``M = K`` prior draws:
+        ``history["mi_per_epoch"] = {"I0": [...], "I1": [...]}``, one value per epoch.  With small ``K``,
+        :math:`\hat I^{(0)}` is biased upwards (the log of a mean of ``K`` terms underestimates
+        :math:`\log Z`), so use ``history["mi"]`` to compare estimators trained with different ``K``.
         """
         theta, x = self._prepare(theta, x)
         kwargs = {**self.train_defaults, **train_kwargs}
@@ -374,7 +403,11 @@ class NRE(Estimator):
             kwargs["seed"] = int(torch.randint(2**62, ()).item())
         seed = kwargs.get("seed", self.seed)
         self._check_batches(theta.shape[0], kwargs)
+        self._mi_batches, self._mi_epochs = [], {"I0": [], "I1": []}
         super().fit(theta, x, **kwargs)
+        self._flush_mi()
+        if self._mi_epochs["I0"]:
+            self.history["mi_per_epoch"] = self._mi_epochs
         self.history["regime"] = ("online" if self._online is not None else
                                   "fixed" if self.contrastive == "bootstrap" else "prior")
         vf = kwargs.get("val_fraction", 0.1)

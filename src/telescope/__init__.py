@@ -9,9 +9,10 @@ The public API (see DESIGN.md):
 
 __version__ = "0.1.0"
 
-from . import diagnostics, diffusion, metrics, mlmc, plots, tasks
+from . import diagnostics, diffusion, metrics, mlmc, multilevel, plots, tasks
 from .estimators import NLE, NPE, NPSE, NRE, Estimator, load
 from .ladder import FidelityLadder, simulate_levels
+from .multilevel import MultilevelNLE, MultilevelNPE
 from .priors import BoxUniform, Gaussian, Joint, LogNormal
 from .simulate import simulate
 from .simulators import Simulator
@@ -21,4 +22,5 @@ from .train import train
 __all__ = [
     "__version__", "tasks", "metrics", "diagnostics", "plots", "diffusion", "mlmc", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
     "NPE", "NLE", "NPSE", "NRE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
+    "multilevel", "MultilevelNLE", "MultilevelNPE",
 ]

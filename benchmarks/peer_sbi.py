@@ -63,6 +63,9 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    # torch imports its compiler stack lazily on the first optimizer; pay that one-time cost here so
+    # that neither library's timed training (telescope runs first) is charged for it
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     task = ts.tasks.get(a.task)
     theta, x = ts.simulate(task.simulator, task.prior, a.n, seed=a.seed, progress_bar=False)
     obs = list(range(1, a.observations + 1))

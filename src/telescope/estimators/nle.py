@@ -160,14 +160,14 @@ class NLE(Estimator):
         init = torch.cat(init)  # (m * chains, d), chains of observation j contiguous
         x_rep = x.repeat_interleave(chains, 0)
 
-        def potential(theta: Tensor) -> Tensor:
+        def potential(theta: Tensor, idx: Tensor) -> Tensor:
             lp = self.prior.log_prob(theta.cpu()).to(theta.device)
             ok = torch.isfinite(lp)
-            safe = torch.where(ok.unsqueeze(-1), theta, init)
-            return torch.where(ok, lp + net.log_prob(x_rep, safe), torch.full_like(lp, -float("inf")))
+            safe = torch.where(ok.unsqueeze(-1), theta, init[idx])
+            return torch.where(ok, lp + net.log_prob(x_rep[idx], safe), torch.full_like(lp, -float("inf")))
 
         per_chain = -(-n // chains)
         s = slice_sample(potential, init, per_chain, warmup=warmup, thin=thin, generator=g,
-                         progress_bar=progress_bar)  # (per_chain, m * chains, d)
+                         progress_bar=progress_bar, chain_index=True)  # (per_chain, m * chains, d)
         s = s.reshape(per_chain, m, chains, d).permute(0, 2, 1, 3).reshape(per_chain * chains, m, d)
         return s[:n].cpu()

@@ -46,10 +46,22 @@ def sir(log_prob: LogProb, proposals: Tensor, n: int, proposal_log_prob: Tensor 
 
 
 @torch.no_grad()
+def _probe(log_prob: LogProb, x: Tensor, j: int, values: Tensor, idx: Tensor, chain_index: bool) -> Tensor:
+    """Log density of the chains ``idx`` with coordinate ``j`` set to ``values[idx]``."""
+    probe = x[idx].clone()
+    probe[:, j] = values[idx]
+    return _eval((lambda t: log_prob(t, idx)) if chain_index else log_prob, probe)
+
+
 def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int = 50, thin: int = 1,
                  width: Tensor | float | None = None, max_steps: int = 20,
-                 generator: torch.Generator | None = None, progress_bar: bool = False) -> Tensor:
+                 generator: torch.Generator | None = None, progress_bar: bool = False,
+                 chain_index: bool = False) -> Tensor:
     """Coordinate-wise slice sampling of all chains in parallel.
+
+    Each stepping-out and shrinking round evaluates the density only on the chains still
+    working, so a sweep costs about ``chains * d * (evaluations per slice)`` rows, not
+    ``chains * d * (max rounds)``.
 
     Arguments:
         log_prob: ``(m, d) -> (m,)`` unnormalised log density (``-inf`` outside the support).
@@ -59,6 +71,9 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
         thin: keep one sweep in ``thin``.
         width: initial slice width per dimension; default from the spread of ``init``.
         max_steps: cap on stepping-out steps each side.
+        chain_index: ``log_prob`` depends on the chain (e.g. one observation per group of
+            chains) and is called as ``log_prob(theta, idx)`` with the chains' indices ``idx``
+            into ``init``; otherwise it must treat rows independently.
 
     Returns:
         ``(n_samples, chains, d)`` samples.
@@ -70,7 +85,7 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
         width = x.std(0) if c > 1 else torch.ones(d, device=dev)
         width = torch.where(torch.isfinite(width) & (width > 1e-6), width, torch.ones_like(width)) * 1.0
     width = torch.as_tensor(width, dtype=x.dtype, device=dev).expand(d).clone()
-    lp = _eval(log_prob, x)
+    lp = _probe(log_prob, x, 0, x[:, 0], torch.arange(c, device=dev), chain_index)
     if not torch.isfinite(lp).all():
         raise ValueError(f"{int((~torch.isfinite(lp)).sum())} of {c} initial chains have -inf log density")
 
@@ -86,37 +101,36 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
                 w = width[j]
                 left = x[:, j] - w * rand(c)
                 right = left + w
-                # step out, vectorised: extend only the chains whose end is still inside the slice
+                # step out, vectorised: extend only the chains whose end is still inside the slice,
+                # and evaluate the density only on those chains
                 for side in ("left", "right"):
-                    active = torch.ones(c, dtype=torch.bool, device=dev)
+                    idx = torch.arange(c, device=dev)
                     for _ in range(max_steps):
-                        probe = x.clone()
-                        probe[:, j] = left if side == "left" else right
-                        inside = _eval(log_prob, probe) > log_y
-                        active = active & inside
-                        if not active.any():
+                        end = left if side == "left" else right
+                        inside = _probe(log_prob, x, j, end, idx, chain_index) > log_y[idx]
+                        idx = idx[inside]
+                        if idx.numel() == 0:
                             break
                         if side == "left":
-                            left = torch.where(active, left - w, left)
+                            left[idx] -= w
                         else:
-                            right = torch.where(active, right + w, right)
-                # shrink until every chain accepts
-                todo = torch.ones(c, dtype=torch.bool, device=dev)
+                            right[idx] += w
+                # shrink until every chain accepts; only the chains still shrinking are evaluated
                 new = x[:, j].clone()
+                idx = torch.arange(c, device=dev)
                 for _ in range(100):
                     cand = left + (right - left) * rand(c)
-                    probe = x.clone()
-                    probe[:, j] = cand
-                    lp_c = _eval(log_prob, probe)
-                    acc = todo & (lp_c > log_y)
-                    new = torch.where(acc, cand, new)
-                    lp = torch.where(acc, lp_c, lp)
-                    todo = todo & ~acc
-                    if not todo.any():
+                    lp_c = _probe(log_prob, x, j, cand, idx, chain_index)
+                    acc = lp_c > log_y[idx]
+                    done = idx[acc]
+                    new[done] = cand[done]
+                    lp[done] = lp_c[acc]
+                    idx = idx[~acc]
+                    if idx.numel() == 0:
                         break
-                    shrink_left = todo & (cand < x[:, j])
-                    left = torch.where(shrink_left, cand, left)
-                    right = torch.where(todo & ~shrink_left, cand, right)
+                    shrink_left = cand[idx] < x[idx, j]
+                    left[idx[shrink_left]] = cand[idx[shrink_left]]
+                    right[idx[~shrink_left]] = cand[idx[~shrink_left]]
                 x[:, j] = new
                 if it < warmup:  # adapt the width to the typical slice size during warm-up
                     width[j] = 0.9 * width[j] + 0.1 * (right - left).mean().clamp_min(1e-6)

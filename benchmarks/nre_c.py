@@ -7,8 +7,10 @@ For every task and simulation budget one set of simulations is drawn and given t
 * ``sbi_nre_c``  the ``sbi`` package's ``NRE_C`` with its default settings (a peer; skipped with a note when
   sbi is not installed).
 
-Every posterior is sampled with the same exact rejection sampler from the prior
-(:func:`telescope.estimators.nre.rejection_sample`), so the comparison is of the trained ratios, and
+Every posterior is sampled with the same sampler for every method, so the comparison is of the trained
+ratios: exact rejection from the prior (:func:`telescope.estimators.nre.rejection_sample`) by default, or
+slice-sampling MCMC (:func:`telescope.samplers.mcmc.mcmc_posterior`, SIR-initialised chains) for tasks named
+in ``--mcmc-tasks`` (default slcp, whose posterior is so narrow that rejection accepts ~1e-5 of proposals).  It is
 scored with C2ST against the task's reference posterior on the first ``--observations`` observations.
 Also reported per telescope run: the mutual-information bound I^(0) on the validation split (model
 selection without the true posterior) and mean |log Z(x_o)| over the observations (the NRE-B bias).
@@ -42,6 +44,7 @@ import telescope as ts
 from telescope.diagnostics import log_normalizer
 from telescope.estimators.nre import NRE, rejection_sample
 from telescope.metrics import c2st
+from telescope.samplers.mcmc import mcmc_posterior
 
 PAPER_NRE_C = {  # Tables 3-4, C2ST of NRE-C at 10^3 / 10^4 / 10^5 simulations
     "two_moons": {1000: 0.777, 10000: 0.594, 100000: 0.526},
@@ -69,6 +72,8 @@ def parse(argv=None):
     p.add_argument("--variant", action="append", default=[], metavar="NAME:JSON",
                    help='extra telescope NRE runs, e.g. \'k19:{"K": 19, "batch_size": 512}\' (estimator and fit '
                         'keywords; gamma defaults to 1); reported as "nre_c[NAME]"')
+    p.add_argument("--mcmc-tasks", nargs="*", default=["slcp"],
+                   help="tasks sampled with slice-sampling MCMC instead of rejection (all methods alike)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (both libraries)")
     p.add_argument("--out", default=None, help="also write the JSON here")
@@ -103,6 +108,23 @@ def parse_variants(items: list[str]) -> dict[str, dict]:
     return out
 
 
+def sample_ratio(log_weight, task, n: int, seed: int, mcmc: bool) -> torch.Tensor:
+    """``n`` samples of ``prior(theta) exp(log_weight(theta))``, the same way for every method."""
+    def lw(theta):
+        return log_weight(theta).reshape(-1)
+
+    with torch.no_grad():
+        if mcmc:
+            def log_prob(theta):
+                return task.prior.log_prob(theta) + lw(theta)
+
+            return mcmc_posterior(log_prob, task.prior, n, chains=100, warmup=200, thin=2, n_proposals=100_000,
+                                  seed=seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return rejection_sample(lw, task.prior, n, chunk=50_000)[0][:, 0]
+
+
 def score(sample_fn, task, observations: int, n: int, seed: int) -> tuple[list[float], float]:
     scores, t = [], 0.0
     for i in range(1, observations + 1):
@@ -127,9 +149,7 @@ def run_telescope(task, theta, x, gamma, args, variant: dict | None = None) -> d
         est.history["mi"] = mutual_information(est, val["theta"], val["x"], n_contrast=100, seed=args.seed)
 
     def sample(x_o, n, seed):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return rejection_sample(est._log_weight(est._x_set(x_o)), task.prior, n)[0][:, 0]
+        return sample_ratio(est._log_weight(est._x_set(x_o)), task, n, seed, task.name in args.mcmc_tasks)
 
     scores, sample_s = score(sample, task, args.observations, args.samples, args.seed)
     obs = torch.stack([task.observation(i) for i in range(1, args.observations + 1)])
@@ -170,9 +190,7 @@ def run_sbi(task, theta, x, args) -> dict:
         return f
 
     def sample(x_o, n, seed):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return rejection_sample(log_weight_for(x_o), task.prior, n)[0][:, 0]
+        return sample_ratio(log_weight_for(x_o), task, n, seed, task.name in args.mcmc_tasks)
 
     scores, sample_s = score(sample, task, args.observations, args.samples, args.seed)
     return {"c2st": scores, "c2st_mean": sum(scores) / max(1, len(scores)), "train_s": train_s, "sample_s": sample_s,

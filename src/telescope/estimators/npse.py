@@ -53,7 +53,7 @@ from ..nn import fit_standardize
 from ..priors import in_support
 from ..samplers.prior_scores import (DiffusedPrior, LearnedPriorScore, PriorScoreError, diffused_prior,
                                      positive_dims)
-from ..samplers.tall import METHODS, TallSampler, ddim_sample
+from ..samplers.tall import METHODS, TallSampler, clip_eps, ddim_sample
 from ..utils import check_count, progress
 from .base import Estimator
 
@@ -316,6 +316,70 @@ class NPSE(Estimator):
         with torch.no_grad():
             e = net.eps_codes(z, t, net.encode_x(xs))
         return -e / float(self.schedule.sigma(torch.tensor(t, dtype=torch.float64)))
+
+    def noise_predictor(self, x, *, method: str = "gauss", clip: bool = True, pilot_samples: int = 1024,
+                        pilot_steps: int = 50, seed: int | None = 0) -> Callable[..., Tensor]:
+        r"""The posterior's noise prediction as a callable ``eps(z, t, y=None) -> (N, d)`` in the working space.
+
+        For one observation this is the network :math:`\epsilon_\psi(z, x, t)` with the ``x`` code
+        computed once; for a set ``x (n_obs, *x_shape)`` it is the tall-data composition of the
+        per-observation predictions (:meth:`TallSampler.composed_eps
+        <telescope.samplers.tall.TallSampler.composed_eps>`; GAUSS, Linhart et al. 2024, Lemma 3.2
+        and Algorithm 1, with its pilot covariances estimated once here, or JAC), i.e.
+        :math:`-\sqrt{1-\bar\alpha_t}` times the composed score.  States ``z`` are standardised
+        parameters (``self.net.to_working`` / ``self.net.from_working`` map to and from ``theta``);
+        ``y`` is ignored, so the callable plugs into any sampler that takes ``eps(x_t, t, y)``, e.g.
+        :class:`telescope.mlmc_diffusion.CoupledDiffusion` (MLMC over the number of sampler steps).
+
+        Arguments:
+            x: one observation or a set of i.i.d. observations of one parameter.
+            method: ``"gauss"`` or ``"jac"`` for sets (ignored for one observation).
+            clip: clamp the denoised estimate to the widened training range of ``z`` (as in
+                :meth:`sample_batched`), applied through the noise prediction
+                (:func:`~telescope.samplers.tall.clip_eps`), so every sampler built on it is clipped alike.
+            pilot_samples, pilot_steps: the GAUSS pilot run (one batched DDIM over the observations).
+            seed: seeds the pilot.
+
+        Returns:
+            ``eps(z (N, d), t, y=None)``; ``t`` a number or a tensor whose entries are all equal
+            (one diffusion time per call, as in every DDIM step).  Its attribute ``nfe_per_row``
+            is the number of network evaluations per row (``n_obs`` for a set, else 1) and
+            ``info`` the tall sampler's details (pilot settings, fallbacks).
+        """
+        net = self._trained()
+        xs = self._check_x(x, "x").to(self.device)
+        m = xs.shape[0]
+        bounds = net.clip_range() if clip else None
+        eps_set = self._eps_set(xs)
+        if m == 1:
+            def base(z: Tensor, t: float) -> Tensor:
+                return eps_set(z, t)
+            info: dict = {"method": "single"}
+        else:
+            if method not in ("gauss", "jac"):
+                raise ValueError(f"method must be 'gauss' or 'jac' for a set of observations, got {method!r}")
+            tall = TallSampler(eps_set, m, self.prior_score(), method=method, schedule=self.schedule,
+                               pilot_samples=check_count("pilot_samples", pilot_samples, 2),
+                               pilot_steps=check_count("pilot_steps", pilot_steps), clip=bounds,
+                               generator=self._generator(seed), device=self.device)
+            base, info = tall.composed_eps, tall.info
+        sched = self.schedule
+
+        @torch.no_grad()
+        def eps(z: Tensor, t, y=None) -> Tensor:
+            tt = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+            t0 = float(tt[0])
+            if tt.numel() > 1 and not bool((tt == tt[0]).all()):
+                raise ValueError("the NPSE noise predictor takes one diffusion time per call; got differing times "
+                                 f"{tt.unique()[:4].tolist()}")
+            e = base(z, t0)
+            if bounds is not None:
+                e = clip_eps(z, e, float(sched.alpha_bar(torch.tensor(t0, dtype=torch.float64))), bounds)
+            return e
+
+        eps.nfe_per_row = m if m > 1 else 1
+        eps.info = info
+        return eps
 
     # -- sampling -------------------------------------------------------------------------------
     def _generator(self, seed: int | None) -> torch.Generator:

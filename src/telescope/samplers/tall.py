@@ -340,6 +340,21 @@ class TallSampler:
         chol = torch.linalg.cholesky(lam)
         return torch.cholesky_solve(num.T, chol).T.to(z.dtype)
 
+    def composed_eps(self, z: Tensor, t: float) -> Tensor:
+        r"""The tall-data noise prediction ``(N, d)`` at working-space states ``z (N, d)`` and time ``t``.
+
+        The GAUSS or JAC combination of the per-observation predictions (Lemma 3.2 in noise
+        units), i.e. :math:`-\sqrt{v_t}` times the composed score; one DDIM step with it is one
+        step of :meth:`sample` (before clipping).  Costs ``n_obs`` network evaluations per row.
+        Any diffusion sampler that takes a noise-prediction callable can run on it, e.g.
+        :class:`telescope.mlmc_diffusion.CoupledDiffusion` (:meth:`telescope.NPSE.noise_predictor`).
+        """
+        if self.method == "fnpse":
+            raise ValueError("composed_eps needs method 'gauss' or 'jac' (F-NPSE is a Langevin sampler, not a "
+                             "noise prediction)")
+        abar = float(self.schedule.alpha_bar(torch.tensor(float(t), dtype=torch.float64)))
+        return (self._gauss_eps if self.method == "gauss" else self._jac_eps)(z, float(t), abar)
+
     # -- JAC ----------------------------------------------------------------------------------
     def _jac_eps(self, z: Tensor, t: float, abar: float) -> Tensor:
         n, d = self.n_obs, self.dim

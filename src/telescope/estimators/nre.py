@@ -622,11 +622,11 @@ class NRE(Estimator):
                           for j in range(m)])
         feats_rep = feats.repeat_interleave(chains, 0)  # chains of observation j are contiguous
 
-        def potential(theta: Tensor) -> Tensor:
+        def potential(theta: Tensor, idx: Tensor) -> Tensor:
             lp = self.prior.log_prob(theta.cpu()).to(theta.device)
-            return lp + net(theta, feats_rep)
+            return lp + net(theta, feats_rep[idx])
 
         per_chain = -(-n // chains)
-        s = slice_sample(potential, init, per_chain, warmup=warmup, thin=thin, generator=g)
+        s = slice_sample(potential, init, per_chain, warmup=warmup, thin=thin, generator=g, chain_index=True)
         s = s.reshape(per_chain, m, chains, d).permute(0, 2, 1, 3).reshape(per_chain * chains, m, d)
         return s[:n].cpu()

@@ -209,3 +209,43 @@ def test_score_net_pieces():
     with pytest.raises(ValueError, match="t must lie"):
         est.score(z[:5], theta[:5], 0.0)
     assert math.isclose(float(net.time(torch.tensor(0.25))[0]), math.cos(math.pi / 4), rel_tol=1e-6)
+
+
+# -- MLMC over sampler steps on NPSE posteriors (issue 7, experiment b) ------------------------
+def test_noise_predictor_is_the_network_and_the_gauss_composition(trained):
+    from telescope.mlmc_npse import npse_problem  # noqa: F401  (the module imports cleanly)
+
+    est, _ = trained
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    eps = est.noise_predictor(X_SET[0], clip=False)
+    sigma = float(est.schedule.sigma(torch.tensor(0.3, dtype=torch.float64)))
+    assert torch.allclose(eps(z, torch.full((6,), 0.3)), -sigma * est.score(z, X_SET[0], 0.3), atol=1e-5)
+    assert eps.nfe_per_row == 1
+    tall = est.noise_predictor(X_SET, clip=False, pilot_samples=256, seed=1)
+    assert tall.nfe_per_row == 8 and tall(z, 0.3).shape == (6, 2) and tall.info["method"] == "gauss"
+    with pytest.raises(ValueError, match="one diffusion time"):
+        tall(z, torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
+
+
+def test_coupled_levels_on_npse_posteriors_decay_and_match_the_analytic_moments(trained):
+    """The NPSE eps-callable in CoupledDiffusion: V_l decays (beta > 1), the coarse path of a level has the law
+    of the level below (consistency), and the fine samples give the analytic posterior moments (one observation
+    and the tall GAUSS posterior of 8), within the network's accuracy."""
+    from telescope.mlmc import convergence_test
+    from telescope.mlmc_npse import gaussian_linear_moments, npse_problem
+
+    est, _ = trained
+    for xs, n_conv, mean_tol, var_lo, var_hi in ((X_SET[:1], 300, 0.3, 0.7, 1.4), (X_SET, 150, 0.6, 0.6, 1.5)):
+        lv, info = npse_problem(est, xs, seed=0, pilot_samples=512)
+        assert info["nfe_per_row"] == xs.shape[0]
+        conv = convergence_test(lv, n_conv, 5, warn=False)
+        v = conv["var"]
+        assert v[5] < v[4] < v[3] and v[3] / v[5] > 5, v  # beta ~ 1.5-2 on these levels (runs/mlmc_npse: 1.7)
+        assert max(conv["consistency"]) < 1, conv["consistency"]
+        assert conv["cost"][5] == xs.shape[0] * (32 + 16)  # NFEs per pair: n_obs per composed prediction
+        pf, _, _ = lv(6 if xs.shape[0] == 1 else 5, 1000, coarse=False)
+        mean, var = gaussian_linear_moments(1.0, NOISE_VAR, xs)
+        m = pf[:, :2].double().mean(0)
+        s2 = pf[:, 2:].double().mean(0) - m**2
+        assert ((m - mean) / var.sqrt()).abs().max() < mean_tol, (m, mean)
+        assert bool(((s2 / var) > var_lo).all() and ((s2 / var) < var_hi).all()), s2 / var

@@ -228,7 +228,8 @@ def run_npse(out_dir: str | None = None, *, dim: int = 2, prior_var: float = 1.0
         res["problem"] = {**info, "n_obs": int(xs.shape[0]), "posterior": which}
         res["seconds"] = time.time() - t0
         s = summary(res)
-        log(f"{which}: alpha={s['alpha']:.2f} beta={s['beta']:.2f} gamma={s['gamma']:.2f} l0={s['start_level']} "
+        rates = " ".join(f"{k}={s[k]:.2f}" if s[k] is not None else f"{k}=nan" for k in ("alpha", "beta", "gamma"))
+        log(f"{which}: {rates} l0={s['start_level']} "
             f"savings={[round(v, 1) for v in s['savings']]} rms err vs truth="
             f"{[round(v, 4) for v in res['truth']['rms_error_moments']]} ({res['seconds']:.0f}s)")
         if out_dir is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ from telescope import metrics
 from telescope.estimators import NLE
 from telescope.nn import MLP, fit_standardize
 
-OUT = Path(__file__).resolve().parent / "results"
+#: where JSON results and figures go (gitignored); override with TELESCOPE_ML_OUT
+OUT = Path(os.environ.get("TELESCOPE_ML_OUT", Path(__file__).resolve().parent.parent / "runs" / "multilevel"))
 
 
 class MDN(nn.Module):
@@ -125,13 +127,13 @@ def timed(fn: Callable, *args, **kwargs):
 
 
 def dump(name: str, result: dict) -> None:
-    OUT.mkdir(exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 
 def figure_path(name: str) -> Path:
-    OUT.mkdir(exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     return OUT / f"{name}.png"
 
 

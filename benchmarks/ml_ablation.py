@@ -13,7 +13,7 @@ with the same networks, training and evaluation as those scripts, and the same s
     python benchmarks/ml_ablation.py                       # reduced default: 1 repeat, all three problems
     python benchmarks/ml_ablation.py --problems gk_npe,toggle --repeats 3
 
-Prints JSON (also benchmarks/results/ml_ablation.json) and draws results/ml_ablation.png.
+Prints JSON (also runs/multilevel/ml_ablation.json) and draws runs/multilevel/ml_ablation.png.
 """
 
 from __future__ import annotations

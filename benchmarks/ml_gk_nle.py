@@ -15,7 +15,7 @@ lr 1e-4, far beyond this CPU (``--lr 1e-4`` is slower but slightly better here).
     python benchmarks/ml_gk_nle.py --repeats 5 --n1 50,100,200,300 --test-thetas 100
     python benchmarks/ml_gk_nle.py --adjust none --constant "sqrt(pi)/2"
 
-Prints JSON (also written to benchmarks/results/ml_gk_nle.json) and draws results/ml_gk_nle.png.
+Prints JSON (also written to runs/multilevel/ml_gk_nle.json) and draws runs/multilevel/ml_gk_nle.png.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ of the validation pairs) — the paper trains ML-NPE for 800 fixed epochs.
     python benchmarks/ml_gk_npe.py                        # reduced default: 1 repeat, a few minutes
     python benchmarks/ml_gk_npe.py --repeats 5 --n1 25,50,100 --test 500 --coverage 500 --samples 2000
 
-Prints JSON (also benchmarks/results/ml_gk_npe.json) and draws results/ml_gk_npe.png.
+Prints JSON (also runs/multilevel/ml_gk_npe.json) and draws runs/multilevel/ml_gk_npe.png.
 """
 
 from __future__ import annotations

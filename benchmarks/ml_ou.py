@@ -14,7 +14,7 @@ learning rate 1e-4; ML-NPE stops early on the validation MLMC loss (the paper: 5
     python benchmarks/ml_ou.py                         # reduced default: 3 repeats per method and n_1
     python benchmarks/ml_ou.py --repeats 20 --test 500
 
-Prints JSON (also benchmarks/results/ml_ou.json) and draws results/ml_ou.png.
+Prints JSON (also runs/multilevel/ml_ou.json) and draws runs/multilevel/ml_ou.png.
 """
 
 from __future__ import annotations

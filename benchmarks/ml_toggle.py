@@ -20,7 +20,7 @@ charged to its budget).
     python benchmarks/ml_toggle.py                           # reduced default: 1 repeat, 100 test parameters
     python benchmarks/ml_toggle.py --repeats 5 --test 1000 --allocations A,B,C,T2
 
-Prints JSON (also benchmarks/results/ml_toggle.json) and draws results/ml_toggle.png.
+Prints JSON (also runs/multilevel/ml_toggle.json) and draws runs/multilevel/ml_toggle.png.
 """
 
 from __future__ import annotations

@@ -365,6 +365,19 @@ def test_multilevel_works_for_a_ratio_estimator():
     ml.fit(levels, max_epochs=2, progress_bar=False, batch_size=100)
     assert all(math.isfinite(v) for v in ml.history["train_loss"])
     assert ml.log_ratio(torch.zeros(2, 2), torch.zeros(2, 2)).shape == (2,)
+    # the contrastive sets (bootstrapped from the batch) and dropout masks are replayed for both members of a
+    # pair: identical members cancel exactly, so the MLMC loss reduces to the level-0 loss
+    est = NRE(PRIOR, K=3, contrastive="bootstrap", width=16, blocks=1, dropout=0.2)
+    est, lv = _built(est, levels)
+    est.net.train()
+    b0 = {"theta": lv[0]["theta"][:64], "x": lv[0]["x"][:64]}
+    b1 = {"theta": lv[1]["theta"], "x": lv[1]["x"]}
+    terms = mlmc_terms(lambda b: est._loss(est.net, b), [b0, (b1, {k: v.clone() for k, v in b1.items()})])
+    assert float(terms["f1@1"]) != 0.0 and float(terms["f1@1"] + terms["-f0@1"]) == 0.0
+    # ... while a different low member does not cancel
+    b1_low = {"theta": lv[1]["theta"], "x": lv[1]["x_low"]}
+    terms = mlmc_terms(lambda b: est._loss(est.net, b), [b0, (b1, b1_low)])
+    assert abs(float(terms["f1@1"] + terms["-f0@1"])) > 1e-4
 
 
 def test_tl_npe_pretrains_then_fine_tunes():

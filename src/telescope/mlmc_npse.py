@@ -233,8 +233,8 @@ def run_npse(out_dir: str | None = None, *, dim: int = 2, prior_var: float = 1.0
             f"savings={[round(v, 1) for v in s['savings']]} rms err vs truth="
             f"{[round(v, 4) for v in res['truth']['rms_error_moments']]} ({res['seconds']:.0f}s)")
         if out_dir is not None:
-            title = (f"NPSE Gaussian-linear (d={dim}), {'one observation' if which == 'single' else f'GAUSS, {n_obs} observations'}"
-                     f", {info['sampler']}")
+            what = "one observation" if which == "single" else f"GAUSS, {n_obs} observations"
+            title = f"NPSE Gaussian-linear (d={dim}), {what}, {info['sampler']}"
             res["files"] = _save(res, out_dir, f"npse_{which}", title, log)
         out[which] = res
     return out

@@ -348,6 +348,26 @@ def test_ml_nle_and_ml_npe_fit_and_sample():
         Multilevel(NPE)
 
 
+def test_ml_nle_beats_both_single_fidelity_nles_on_a_gaussian_ladder():
+    # low fidelity biased (x = 0.7 theta + 0.3 + 1.4 u), high exact (x = theta + u), seed-matched: ML-NLE on
+    # 1000 cheap simulations + 40 pairs must fit the high-fidelity likelihood better than NLE on the 1000 cheap
+    # ones (biased) and than NLE on the 40 expensive ones (too few); measured by the held-out NLL of x_high
+    noise = lambda n, g: torch.randn(n, 2, generator=g)  # noqa: E731
+    low, high = (lambda th, u: 0.7 * th + 0.3 + 1.4 * u), (lambda th, u: th + u)
+    ladder = ts.FidelityLadder([low, high], noise=noise, costs=[1.0, 10.0])
+    levels = ts.simulate_levels(ladder, PRIOR, n=[1000, 40], seed=0, progress_bar=False)
+    th_t, x_t = ts.simulate(ts.Simulator(high, noise=noise), PRIOR, 2000, seed=100, progress_bar=False)
+    kw, fit = dict(transforms=1, hidden=(16,), seed=0), dict(max_epochs=60, batch_size=100, progress_bar=False)
+    ml = MultilevelNLE(PRIOR, **kw).fit(levels, **fit)
+    nle_low = NLE(PRIOR, **kw).fit(*levels[0], **fit)
+    nle_high = NLE(PRIOR, **kw).fit(levels[1][0], levels[1][1], **fit)
+    with torch.no_grad():
+        nll = {k: float(-e.net.log_prob(x_t, th_t).mean()) for k, e in
+               (("ml", ml), ("low", nle_low), ("high", nle_high))}
+    exact = float(-torch.distributions.Normal(th_t, 1.0).log_prob(x_t).sum(-1).mean())
+    assert exact < nll["ml"] < min(nll["low"], nll["high"]), (nll, exact)
+
+
 def test_multilevel_save_and_load(tmp_path):
     levels = _levels(n=(300, 20))
     ml = MultilevelNLE(PRIOR, transforms=1, hidden=(8,)).fit(levels, max_epochs=1, progress_bar=False)

@@ -11,17 +11,19 @@ isolates the per-step overhead of the per-term gradients and Algorithm 1.
 
     python benchmarks/ml_timing.py                       # 3 alternating repeats, 20 epochs each
     python benchmarks/ml_timing.py --repeats 10 --epochs 50
+
+Prints JSON (also runs/multilevel/ml_timing.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import torch
 
 import telescope as ts
+from _ml_common import dump
 from telescope.multilevel import Multilevel
 from telescope.tasks.g_and_k_ladder import gk_ladder
 
@@ -69,7 +71,7 @@ def main() -> None:
             "ratio_matched_steps": statistics.mean(matched) / statistics.mean(single),
             "single_runs": single, "multilevel_runs": multi, "multilevel_matched_runs": matched,
         }
-    print(json.dumps(out, indent=2))
+    dump("ml_timing", out)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ B = (9260, 200, 300), C = (1077, 1077, 1077); each costs about 603,000 time step
 NLE(low) n = 12,060, NLE(medium) n = 7537 and NLE(high) n = 2010.  Metric: the squared MMD (unbiased, Gaussian
 kernel with the median heuristic, :func:`telescope.metrics.mmd`) between 500 draws of the learned likelihood
 and 500 high-fidelity simulations, averaged over test parameters from the prior (the paper: 5000 parameters);
-``root_mmd`` averages its square root.
+``root_mmd`` averages its square root.  The paper's Table 3 calls its figure "MMD", but the authors' code
+computes a squared MMD (the biased V-statistic with a kernel sqrt(2) narrower than ours); ``mmd2_paper`` is
+that quantity, the one to compare with the paper's 0.16 / 0.43 / 0.37 / 0.59.
 
 The likelihood model is the paper's: a Gaussian mixture density network with 2 components and an MLP of 2 x 20
 units (``--model nsf`` uses telescope's NSF flow instead).  Training: Adam at lr 1e-3 by default, early
@@ -64,8 +66,8 @@ def run_ml(task, alloc, test, args, adjust: str, seed: int) -> dict:
     rescale, project = ADJUST[adjust]
     ml, secs = timed(Multilevel(make(args.model, task.prior, seed), rescale=rescale, project=project).fit, levels,
                      **train_kwargs(args))
-    m = mmd_per_theta(ml, test[0], test[1], args.samples)
-    return {"mmd": float(m.mean()), "root_mmd": float(m.clamp_min(0).sqrt().mean()), "seconds": secs,
+    m, mp = mmd_per_theta(ml, test[0], test[1], args.samples, paper=True)
+    return {**_mmd_stats(m, mp), "seconds": secs,
             "epochs": ml.history["epochs"], "pair_correlations": ml.history["multilevel"]["pair_correlations"],
             "adjustment": ml.history["multilevel"]["adjustment"], "per_theta": m}
 
@@ -73,9 +75,15 @@ def run_ml(task, alloc, test, args, adjust: str, seed: int) -> dict:
 def run_nle(task, level: int, n: int, test, args, seed: int) -> dict:
     theta, x = ts.simulate(task.levels[level], task.prior, n, seed=1000 * (level + 1) + seed, progress_bar=False)
     est, secs = timed(make(args.model, task.prior, seed).fit, theta, x, **train_kwargs(args))
-    m = mmd_per_theta(est, test[0], test[1], args.samples)
-    return {"mmd": float(m.mean()), "root_mmd": float(m.clamp_min(0).sqrt().mean()), "seconds": secs,
-            "epochs": est.history["epochs"], "per_theta": m}
+    m, mp = mmd_per_theta(est, test[0], test[1], args.samples, paper=True)
+    return {**_mmd_stats(m, mp), "seconds": secs, "epochs": est.history["epochs"], "per_theta": m}
+
+
+def _mmd_stats(m: torch.Tensor, mp: torch.Tensor) -> dict:
+    """Means over the test parameters (and the spread across them, as the paper's Table 3 reports)."""
+    return {"mmd": float(m.mean()), "mmd_std_over_theta": float(m.std()),
+            "root_mmd": float(m.clamp_min(0).sqrt().mean()),
+            "mmd2_paper": float(mp.mean()), "mmd2_paper_std_over_theta": float(mp.std())}
 
 
 def theorem2(task, args, budget: float) -> dict:
@@ -138,13 +146,20 @@ def main() -> None:
                      "baseline_n": {b: int(budget // c) for b, c in zip(("low", "medium", "high"), (50, 80, 300))}},
         "mmd": {k: summary([u["mmd"] for u in v]) for k, v in res.items()},
         "root_mmd": {k: summary([u["root_mmd"] for u in v]) for k, v in res.items()},
+        "mmd2_paper": {k: summary([u["mmd2_paper"] for u in v]) for k, v in res.items()},
+        "mmd2_paper_std_over_theta": {k: summary([u["mmd2_paper_std_over_theta"] for u in v])
+                                      for k, v in res.items()},
         "runs": {k: [{a: b for a, b in u.items() if a != "per_theta"} for u in v] for k, v in res.items()},
     }
     if "ML-NLE A" in res:
         ml = out["mmd"]["ML-NLE A"]["mean"]
+        mlp = out["mmd2_paper"]["ML-NLE A"]["mean"]
         out["target"] = {"ml_A_mmd_le_0.16": ml <= 0.16,
                          "ml_A_below_every_single_fidelity_nle": all(ml < out["mmd"][k]["mean"] for k in res
-                                                                     if k.startswith("NLE"))}
+                                                                     if k.startswith("NLE")),
+                         "ml_A_mmd2_paper_le_0.16": mlp <= 0.16,
+                         "ml_A_mmd2_paper_below_every_single_fidelity_nle": all(
+                             mlp < out["mmd2_paper"][k]["mean"] for k in res if k.startswith("NLE"))}
     if t2 is not None:
         out["theorem2"] = t2
     if not args.no_plot:

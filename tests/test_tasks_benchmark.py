@@ -124,12 +124,21 @@ def test_bernoulli_glm_small_reference_converges_and_matches_importance_sampling
 
 
 def test_reference_checks_raise_when_not_converged():
-    task = tasks.get("bernoulli_glm", chains=4, warmup=2, thin=1, n_proposals=200)
-    with pytest.raises(RuntimeError, match="convergence checks"):
-        task.reference_samples(1, 40, cache=False)
-    task = tasks.get("bernoulli_glm", chains=4, warmup=2, thin=1, n_proposals=200, strict=False)
+    # two far-apart modes: chains started in both never cross, so split-R-hat is huge
+    def log_prob(t):
+        return torch.logaddexp(-0.5 * ((t - 20) ** 2).sum(-1), -0.5 * ((t + 20) ** 2).sum(-1))
+
+    g = torch.Generator().manual_seed(0)
+    props = torch.cat([torch.randn(50, 2, generator=g) + 20, torch.randn(50, 2, generator=g) - 20])
+    with pytest.raises(RuntimeError, match="convergence checks.*R-hat"):
+        checked_mcmc(log_prob, props, 400, seed=0, chains=20, warmup=10)
     with pytest.warns(RuntimeWarning, match="convergence checks"):
-        task.reference_samples(1, 40, cache=False)
+        _, diag = checked_mcmc(log_prob, props, 400, seed=0, chains=20, warmup=10, strict=False)
+    assert diag["rhat"].max() > 2
+    # one mode: the same settings pass
+    s, diag = checked_mcmc(lambda t: -0.5 * ((t - 20) ** 2).sum(-1), props[:50], 1000, seed=0, chains=20,
+                           warmup=20)
+    assert diag["rhat"].max() < 1.01 and diag["ess"].min() > 100 and s.shape == (1000, 2)
 
 
 def test_regenerate_overwrites_the_cache(tmp_path):
@@ -276,3 +285,13 @@ def test_jansen_rit_psd_is_welch_gain_shifts_it_and_alpha_rhythm():
         raw.reference_samples(1, 10)
     with pytest.raises(ValueError, match="dt"):
         tasks.get("jansen_rit", dt=0.003)
+
+
+def test_cli_regenerate_rejects_unknown_and_reference_free_tasks(capsys):
+    from telescope.cli import main
+
+    assert main(["tasks", "--regenerate", "sir_model"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'sir_model'" in err and "lotka_volterra" in err
+    assert main(["tasks", "--regenerate", "jansen_rit"]) == 2
+    assert "no reference posterior" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The ``telescope`` command.
 
     telescope demo [--task two_moons] [--method npe] [--n 10000] [--out telescope-report]
-    telescope tasks
+    telescope tasks [--regenerate NAME [--observations 1,2] [--n 10000]]
     telescope simulate TASK --n N --store PATH [--workers W] [--scheduler ADDRESS]
     telescope store info PATH
     telescope mlmc-test ...
@@ -26,6 +26,29 @@ def _say(msg: str) -> None:
 def cmd_tasks(args) -> int:
     from . import tasks
 
+    if args.regenerate:
+        from .tasks._benchmark import regenerate
+
+        task = tasks.get(args.regenerate)  # unknown names: ValueError listing the tasks
+        if task.reference_kind is None:
+            raise ValueError(f"task {task.name!r} has no reference posterior to regenerate")
+        if args.n < 1:
+            raise ValueError(f"--n must be >= 1, got {args.n}")
+        obs = range(1, task.num_observations + 1) if args.observations == "all" else \
+            [int(v) for v in args.observations.split(",")]
+        for i in obs:
+            t0 = time.perf_counter()
+            try:
+                regenerate(task, i, args.n)
+            except RuntimeError as e:  # failed convergence checks: nothing was cached
+                print(f"telescope: error: {e}", file=sys.stderr)
+                return 1
+            diag = getattr(task, "diagnostics", {}) or {}
+            extra = "".join(f", max {k} = {float(diag[k].max()):.4f}" for k in ("rhat",) if k in diag)
+            extra += f", min ESS = {float(diag['ess'].min()):.0f}" if "ess" in diag else ""
+            _say(f"{task.name}: reference for observation {i} ({args.n} samples) in "
+                 f"{time.perf_counter() - t0:.0f} s{extra}")
+        return 0
     for name in tasks.list():
         t = tasks.get(name)
         print(f"{name:26s} dim_theta={t.dim_theta:<3d} dim_x={t.dim_x:<4d} reference={t.reference_kind}")
@@ -114,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("tasks", help="list the benchmark tasks")
+    t = sub.add_parser("tasks", help="list the benchmark tasks (or regenerate a cached reference posterior)")
+    t.add_argument("--regenerate", metavar="NAME", help="recompute and re-cache the reference posterior of task NAME")
+    t.add_argument("--observations", default="all", help="with --regenerate: 'all' or a list such as 1,2,5")
+    t.add_argument("--n", type=int, default=10_000, help="with --regenerate: reference samples per observation")
     t.set_defaults(func=cmd_tasks)
 
     for mod in ("cli_simulate", "cli_mlmc", "cli_bench"):  # subcommands of other modules, when present

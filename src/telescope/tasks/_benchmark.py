@@ -118,7 +118,8 @@ def checked_mcmc(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, cha
         log_prob: ``(m, d) -> (m,)`` unnormalised log posterior, ``-inf`` outside the support.
         proposals: ``(p, d)`` points resampled by SIR into ``chains`` initial states.
         n: samples returned (pooled over chains, shuffled).
-        chains, warmup, thin: sampler settings; each chain keeps ``ceil(n / chains)`` samples.
+        chains, warmup, thin: sampler settings; at most ``n // 20`` chains are run (so that each
+            keeps at least 20 draws for the checks), each keeping ``ceil(n / chains)`` samples.
         proposal_log_prob: ``(p,)`` log density of ``proposals`` (omit for uniform proposals).
         rhat_max: largest split-R-hat accepted.
         min_ess: smallest bulk ESS accepted in any dimension (default ``n / 10``).
@@ -132,8 +133,9 @@ def checked_mcmc(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, cha
         raise ValueError(f"kernel must be 'slice' or 'rwm', got {kernel!r}")
     g = torch.Generator().manual_seed(int(seed))
     proposals = proposals.double()
-    chains = max(2, int(chains))
-    per_chain = max(4, -(-n // chains))
+    # at least 20 draws per chain: split-R-hat and ESS of shorter chains are too noisy to check
+    chains = max(2, min(int(chains), n // 20))
+    per_chain = -(-n // chains)
     init = sir(log_prob, proposals, chains, proposal_log_prob=proposal_log_prob, generator=g)
     if kernel == "rwm":
         s = random_walk_metropolis(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g)

@@ -2,15 +2,30 @@
 
 The task ``slcp_distractors`` of the SBI benchmark (Lueckmann et al., 2021, task T.4).  The
 8 informative numbers of :mod:`telescope.tasks.slcp` (four bivariate Gaussian draws whose mean
-and covariance depend on ``theta``) are joined by 92 uninformative numbers, 46 bivariate draws
-from a fixed mixture of 20 Student-t distributions (2 degrees of freedom) that does not depend on
-``theta``, and the 100 coordinates are shuffled by a fixed permutation.
+and covariance depend on ``theta``) are joined by 92 uninformative numbers, ONE 92-d draw from a
+fixed mixture of 20 multivariate Student-t distributions (2 degrees of freedom, equal weights)
+that does not depend on ``theta``, and the 100 coordinates are shuffled by a fixed permutation.
 
-The mixture and the permutation are fixed once for the task from a seed (as in the benchmark,
-whose constants are random draws too): component locations ``N(0, 15^2 I_2)``, shape matrices
-``0.01 I_2``, equal weights; each distractor draw picks its component uniformly.
+The mixture's constants are random draws fixed once for the task from a seed (as in the
+benchmark, whose constants are random draws too): location ``mu_k = 15 z_k`` with
+``z_k ~ N(0, I_92)``; scale (Cholesky) factor ``L_k = 3 (tril(Z_k) + diag(exp(z'_k)))`` with
+``Z_k`` a 92x92 matrix of standard normals (lower triangle with the diagonal) and
+``z'_k ~ N(0, I_92)``.  A diagonal entry of ``L_k`` can come out negative; flipping the sign of that
+column leaves ``L_k L_k^T`` and the (elliptically symmetric) distribution unchanged, so the columns
+are flipped to a positive diagonal.  A distractor vector is ``d = mu_k + L_k u / sqrt(w / 2)`` with
+``k`` uniform on ``0..19``, ``u ~ N(0, I_92)``, ``w ~ chi^2_2``.
 
-**Likelihood.**  ``log p(x | theta) = log p_SLCP(x_inf | theta) + sum_j log q(d_j)`` with ``q`` the
+**Checked against the benchmark's definition** (repository ``sbi-benchmark/sbibm``, file
+``sbibm/tasks/slcp/task.py``, ``_generate_noise_dist_parameters`` and the simulator with
+``distractors=True``, read through the code search of this project): 92 noise dimensions,
+20 components, ``df = 2``, locations ``15 N(0, 1)``, scale factors ``3 (tril(N) + diag(exp(N)))``,
+equal weights, one mixture draw per simulation concatenated after the 8 SLCP numbers and permuted.
+An earlier version of this file (written from memory) used 46 independent bivariate draws with a
+tiny isotropic scale; that was wrong and is fixed.  The benchmark's text (and paper 2's appendix)
+loosely calls the distractors "noise"; the code is the definition.  The constants here are this
+library's own draws (the benchmark stores its own), so observations are not the benchmark's files.
+
+**Likelihood.**  ``log p(x | theta) = log p_SLCP(x_inf | theta) + log q(d)`` with ``q`` the
 Student-t mixture: the distractors add a constant in ``theta``.
 
 **Reference** (``reference_kind = "mcmc"``): the posterior is exactly the SLCP posterior of the
@@ -31,7 +46,7 @@ from .slcp import SLCP
 
 __all__ = ["SLCPDistractors"]
 
-_INFORMATIVE, _DRAWS, _COMPONENTS, _DF = 8, 46, 20, 2.0
+_INFORMATIVE, _NOISE_DIM, _COMPONENTS, _DF = 8, 92, 20, 2.0
 _SEED = 20210113
 
 
@@ -51,54 +66,67 @@ class SLCPDistractors(Task):
 
     reference_kind = "mcmc"
     dim_theta = 5
-    dim_x = _INFORMATIVE + 2 * _DRAWS
+    dim_x = _INFORMATIVE + _NOISE_DIM
 
     def __init__(self, **slcp_kwargs):
         self.slcp = SLCP(**slcp_kwargs)
         self.prior = self.slcp.prior
         g = torch.Generator().manual_seed(_SEED)
-        self.locs = 15.0 * torch.randn(_COMPONENTS, 2, generator=g, dtype=torch.float64)
-        self.scale = 0.1  # shape matrix 0.01 I
+        p, k = _NOISE_DIM, _COMPONENTS
+        self.locs = 15.0 * torch.randn(k, p, generator=g, dtype=torch.float64)
+        tril = torch.tril(torch.randn(k, p, p, generator=g, dtype=torch.float64))
+        diag = torch.exp(torch.randn(k, p, generator=g, dtype=torch.float64))
+        L = 3.0 * (tril + torch.diag_embed(diag))
+        sign = torch.sign(torch.diagonal(L, dim1=-2, dim2=-1))
+        self.scale_tril = L * torch.where(sign == 0, torch.ones_like(sign), sign).unsqueeze(-2)  # columns flipped
         self.permutation = torch.randperm(self.dim_x, generator=g)
         self.informative = torch.argsort(self.permutation)[:_INFORMATIVE]  # where the 8 SLCP numbers land
         self.distractors = torch.argsort(self.permutation)[_INFORMATIVE:]
         self.simulator = Simulator(self._generate, noise=self._noise, name="slcp_distractors",
-                                   config={"seed": _SEED, "components": _COMPONENTS, "df": _DF})
+                                   config={"seed": _SEED, "noise_dim": _NOISE_DIM, "components": _COMPONENTS,
+                                           "df": _DF})
         self.diagnostics = self.slcp.diagnostics
 
     def _noise(self, n: int, generator: torch.Generator) -> Tensor:
-        """``u (n, 8 + 46 + 92 + 46)``: SLCP normals, component uniforms, t normals, chi-square uniforms."""
+        """``u (n, 8 + 1 + 92 + 1)``: SLCP normals, a component uniform, t normals, a chi-square uniform."""
         return torch.cat([torch.randn(n, _INFORMATIVE, generator=generator),
-                          torch.rand(n, _DRAWS, generator=generator),
-                          torch.randn(n, 2 * _DRAWS, generator=generator),
-                          torch.rand(n, _DRAWS, generator=generator)], 1)
+                          torch.rand(n, 1, generator=generator),
+                          torch.randn(n, _NOISE_DIM, generator=generator),
+                          torch.rand(n, 1, generator=generator)], 1)
 
     def _generate(self, theta: Tensor, u: Tensor) -> Tensor:
         u = u.double()
-        n = theta.shape[0]
         inf = self.slcp._generate(theta.double(), u[:, :_INFORMATIVE])
-        comp = (u[:, _INFORMATIVE : _INFORMATIVE + _DRAWS] * _COMPONENTS).long().clamp_max(_COMPONENTS - 1)
-        z = u[:, _INFORMATIVE + _DRAWS : _INFORMATIVE + 3 * _DRAWS].reshape(n, _DRAWS, 2)
+        comp = (u[:, _INFORMATIVE] * _COMPONENTS).long().clamp_max(_COMPONENTS - 1)
+        z = u[:, _INFORMATIVE + 1 : _INFORMATIVE + 1 + _NOISE_DIM]
         # chi-square with 2 degrees of freedom is Exponential(1/2): w = -2 log(1 - U)
-        w = -2.0 * torch.log1p(-u[:, _INFORMATIVE + 3 * _DRAWS :])
-        d = self.locs[comp] + self.scale * z / torch.sqrt(w / _DF).unsqueeze(-1)
-        x = torch.cat([inf, d.reshape(n, -1)], 1)
+        w = -2.0 * torch.log1p(-u[:, -1:])
+        y = torch.empty_like(z)
+        for k in range(_COMPONENTS):  # one matrix product per component, not a (n, 92, 92) gather
+            idx = comp == k
+            if idx.any():
+                y[idx] = z[idx] @ self.scale_tril[k].T
+        d = self.locs[comp] + y / torch.sqrt(w / _DF)
+        x = torch.cat([inf, d], 1)
         return x[:, self.permutation].to(theta.dtype)
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The informative ``(*, 8)`` and distractor ``(*, 46, 2)`` parts of ``x (*, 100)``."""
+        """The informative ``(*, 8)`` and distractor ``(*, 92)`` parts of ``x (*, 100)``."""
         x = torch.as_tensor(x)
-        return x[..., self.informative], x[..., self.distractors].reshape(*x.shape[:-1], _DRAWS, 2)
+        return x[..., self.informative], x[..., self.distractors]
 
     def distractor_log_density(self, d: Tensor) -> Tensor:
-        """``sum_j log q(d_j)`` for distractors ``d (*, 46, 2)`` under the Student-t mixture."""
+        """``log q(d)`` for distractor vectors ``d (*, 92)`` under the Student-t mixture, shape ``(*)``."""
         d = torch.as_tensor(d, dtype=torch.float64)
-        diff = (d.unsqueeze(-2) - self.locs) / self.scale  # (*, 46, K, 2)
-        delta = (diff**2).sum(-1)
-        p = 2.0
+        p = float(_NOISE_DIM)
+        batch = d.shape[:-1]
+        diff = (d.reshape(-1, 1, _NOISE_DIM) - self.locs).transpose(0, 1)  # (K, m, 92)
+        sol = torch.linalg.solve_triangular(self.scale_tril, diff.transpose(1, 2), upper=False)  # (K, 92, m)
+        delta = (sol**2).sum(1).T.reshape(*batch, _COMPONENTS)  # (*, K)
+        log_det = torch.log(torch.diagonal(self.scale_tril, dim1=-2, dim2=-1)).sum(-1)  # (K,)
         log_t = (math.lgamma((_DF + p) / 2) - math.lgamma(_DF / 2) - p / 2 * math.log(_DF * math.pi)
-                 - p * math.log(self.scale) - (_DF + p) / 2 * torch.log1p(delta / _DF))
-        return (torch.logsumexp(log_t, -1) - math.log(_COMPONENTS)).sum(-1)
+                 - log_det - (_DF + p) / 2 * torch.log1p(delta / _DF))
+        return torch.logsumexp(log_t, -1) - math.log(_COMPONENTS)
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
         """``log p(x | theta)``: ``theta (m, 5)`` with one ``x (100,)``."""

@@ -5,6 +5,7 @@
     telescope simulate TASK --n N --store PATH [--workers W] [--scheduler ADDRESS]
     telescope store info PATH
     telescope mlmc-test ...
+    telescope bench --methods npe,nre_c --tasks two_moons --budgets 1000 [--seeds 0,1] [--out FILE] | --summary FILE
 """
 
 from __future__ import annotations

@@ -1,0 +1,449 @@
+"""``telescope bench``: a resumable grid of methods x tasks x simulation budgets x seeds (x n_obs).
+
+One *cell* is one trained estimator: ``(method, task, budget, seed, n_obs)``.  The cell simulates
+``budget`` pairs with ``ts.simulate(task.simulator, task.prior, budget, seed=seed)`` (shared by all
+methods of the same task, budget and seed), trains the method, draws ``samples`` posterior samples
+for each listed observation (a set of ``n_obs`` iid observations of the same parameter when
+``n_obs > 1``: ``task.tall_observation``) and scores them against the task's reference samples:
+
+* ``c2st``: classifier two-sample test accuracy (:func:`telescope.metrics.c2st`; 0.5 is perfect),
+* ``mmd``: unbiased squared MMD with a Gaussian kernel (:func:`telescope.metrics.mmd`),
+* ``swd``: sliced 2-Wasserstein distance (:func:`telescope.metrics.sliced_wasserstein`),
+* ``nlpd``: ``-log q(theta* | x)`` of the true parameter, for methods whose density is normalised
+  (``npe``, ``sbi_npe``); left out for the others, whose log densities are unnormalised.
+
+and records wall times (``simulate_s``, ``train_s``, ``sample_s``, ``metric_s``).
+
+**Results file** (JSON lines): the first line is a header with the grid spec; then one line per
+finished cell, written with flush + fsync.  Rerunning the same command skips the cells already in
+the file, so an interrupted run resumes where it stopped (a half-written last line is dropped).  A
+results file whose header holds a different spec is refused with the differences listed.  A cell
+whose method raises is recorded with its ``error`` and not retried (``--retry-errors`` retries it).
+
+**Methods.**  ``npe``, ``nle``, ``nre_c`` (gamma = 1, K = 9), ``nre_b`` (gamma = inf), ``npse``
+(plain DDIM for one observation, GAUSS for sets) and its tall-data samplers ``npse_gauss``,
+``npse_jac``, ``npse_fnpse`` — all with the library's defaults.  ``npe`` and the ``sbi`` peers
+``sbi_npe``, ``sbi_nle``, ``sbi_nre_c`` (optional, with their own defaults; ``pip install sbi``) take
+``n_obs = 1`` only.
+
+Example:
+    >>> spec = make_spec(methods=["npe"], tasks=["two_moons"], budgets=[1000], seeds=[0])
+    >>> len(cells(spec))
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = ["METHODS", "METRICS", "make_spec", "cells", "run", "read_results", "summary", "summary_table", "plot"]
+
+METHODS = ("npe", "nle", "nre_c", "nre_b", "npse", "npse_gauss", "npse_jac", "npse_fnpse",
+           "sbi_npe", "sbi_nle", "sbi_nre_c")
+TALL_METHODS = ("nle", "nre_c", "nre_b", "npse", "npse_gauss", "npse_jac", "npse_fnpse")
+NORMALISED = ("npe", "sbi_npe")  # methods whose log density is normalised: NLPD is meaningful
+METRICS = ("c2st", "mmd", "swd", "nlpd")
+FORMAT = 1
+
+
+def _say(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"[bench] {msg}", flush=True)
+
+
+# -- the grid ---------------------------------------------------------------------------------
+def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,), metrics=METRICS,
+              samples: int = 10_000, c2st_max_samples: int | None = None, max_epochs: int | None = None,
+              max_time: float | None = None) -> dict:
+    """Check a grid and return it as a plain (JSON-able) spec; bad names and values raise ``ValueError``."""
+    from . import tasks as task_registry
+
+    def listed(name, values, allowed=None):
+        values = list(values)
+        if not values:
+            raise ValueError(f"{name} must not be empty")
+        if allowed is not None:
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                raise ValueError(f"unknown {name[:-1]} {', '.join(map(repr, bad))}; available: {', '.join(allowed)}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} has duplicates: {values}")
+        return values
+
+    def ints(name, values, minimum):
+        values = listed(name, values)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                what = " (simulation counts)" if name == "budgets" else ""
+                raise ValueError(f"{name} must be integers >= {minimum}{what}, got {v!r}")
+        return values
+
+    methods = listed("methods", methods, METHODS)
+    tasks = listed("tasks", tasks, tuple(task_registry.list()))
+    metrics = listed("metrics", metrics, METRICS)
+    budgets = ints("budgets", budgets, 1)
+    seeds = ints("seeds", seeds, 0)
+    observations = ints("observations", observations, 1)
+    n_obs = ints("n_obs", n_obs, 1)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
+    if c2st_max_samples is not None and (not isinstance(c2st_max_samples, int) or c2st_max_samples < 10):
+        raise ValueError(f"c2st_max_samples must be an integer >= 10 or None, got {c2st_max_samples!r}")
+    if max(n_obs) > 1:
+        single = [m for m in methods if m not in TALL_METHODS]
+        if single:
+            raise ValueError(f"methods {single} take one observation only (n_obs = 1); methods for n_obs > 1: "
+                             f"{', '.join(TALL_METHODS)}")
+    for name in tasks:
+        task = task_registry.get(name)
+        bad = [i for i in observations if i > task.num_observations]
+        if bad:
+            raise ValueError(f"task {name!r} has observations 1..{task.num_observations}, got {bad}")
+        needs_ref = [m for m in metrics if m != "nlpd"]
+        if needs_ref and task.reference_kind is None:
+            have = [t for t in task_registry.list() if task_registry.get(t).reference_kind is not None]
+            raise ValueError(f"task {name!r} has no reference posterior for metrics {needs_ref}; tasks with one: "
+                             f"{', '.join(have)} (or use --metrics nlpd)")
+        if max(n_obs) > 1 and not hasattr(task, "tall_reference_samples") and needs_ref:
+            raise ValueError(f"task {name!r} has no tall-data reference (n_obs > 1)")
+    if any(m.startswith("sbi_") for m in methods):
+        _import_sbi()
+    return {"format": FORMAT, "methods": methods, "tasks": tasks, "budgets": budgets, "seeds": seeds,
+            "observations": observations, "n_obs": n_obs, "metrics": metrics, "samples": samples,
+            "c2st_max_samples": c2st_max_samples, "max_epochs": max_epochs, "max_time": max_time}
+
+
+def cells(spec: dict) -> list[dict]:
+    """The cells of a spec, in run order (task, budget, seed outermost: one simulation per triple)."""
+    return [{"task": t, "budget": b, "seed": s, "n_obs": k, "method": m}
+            for t in spec["tasks"] for b in spec["budgets"] for s in spec["seeds"]
+            for k in spec["n_obs"] for m in spec["methods"]]
+
+
+def cell_key(c: dict) -> tuple:
+    return (c["method"], c["task"], c["budget"], c["seed"], c["n_obs"])
+
+
+# -- the results file -------------------------------------------------------------------------
+def read_results(path) -> tuple[dict | None, list[dict]]:
+    """``(spec, cell records)`` of a results file; a half-written last line is ignored."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no results file at {path}")
+    spec, rows = None, []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # an interrupted write
+        if rec.get("kind") == "header":
+            spec = rec["spec"]
+        elif rec.get("kind") == "cell":
+            rows.append(rec)
+    return spec, rows
+
+
+def _open_results(path: Path, spec: dict) -> dict:
+    """Create the file with its header, or check its header against ``spec``; returns the finished cells."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > 0:
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):  # killed mid-write: drop the partial line before appending
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+        old, rows = read_results(path)
+        if old is None:
+            raise ValueError(f"{path} is not a telescope bench results file (no header line)")
+        if old != spec:
+            diff = [f"{k}: file has {old.get(k)!r}, this run {spec.get(k)!r}"
+                    for k in sorted(set(old) | set(spec)) if old.get(k) != spec.get(k)]
+            raise ValueError(f"{path} holds results of a different grid ({'; '.join(diff)}); use another --out "
+                             f"file or the same grid")
+        return {cell_key(r["cell"]): r for r in rows}
+    _append(path, {"kind": "header", "spec": spec, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return {}
+
+
+def _append(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# -- methods ----------------------------------------------------------------------------------
+def _import_sbi():
+    try:
+        import sbi.inference  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"the sbi_* methods need the sbi package ({e}); install it with: pip install sbi") from None
+
+
+def _train(method: str, task, theta, x, seed: int, spec: dict):
+    """Train ``method``; returns ``(sample(x_o, n, seed), log_prob(theta, x_o) or None, epochs)``."""
+    import telescope as ts
+
+    fit = {"progress_bar": False}
+    if spec["max_epochs"] is not None:
+        fit["max_epochs"] = spec["max_epochs"]
+    if spec["max_time"] is not None:
+        fit["max_time"] = spec["max_time"]
+    if method.startswith("sbi_"):
+        return _train_sbi(method, task, theta, x, seed, spec)
+    if method in ("npe", "nle"):
+        est = (ts.NPE if method == "npe" else ts.NLE)(task.prior, seed=seed).fit(theta, x, **fit)
+
+        def sample(x_o, n, s):
+            return est.sample(x_o, n, seed=s)
+    elif method in ("nre_c", "nre_b"):
+        est = ts.NRE(task.prior, gamma=1.0 if method == "nre_c" else math.inf, seed=seed)
+        est.fit(theta, x, mi_samples=0, **fit)
+
+        def sample(x_o, n, s):
+            return est.sample(x_o, n, seed=s)
+    else:  # npse and its tall-data samplers
+        est = ts.NPSE(task.prior, seed=seed).fit(theta, x, **fit)
+        tall = {"npse": "gauss", "npse_gauss": "gauss", "npse_jac": "jac", "npse_fnpse": "fnpse"}[method]
+
+        def sample(x_o, n, s):
+            return est.sample(x_o, n, method=tall if x_o.dim() > 1 and x_o.shape[0] > 1 else None, seed=s)
+    log_prob = est.log_prob if method in NORMALISED else None
+    return sample, log_prob, est.history.get("epochs")
+
+
+def _train_sbi(method, task, theta, x, seed, spec):
+    _import_sbi()
+    import sbi.inference as si
+
+    torch.manual_seed(seed)
+    cls = {"sbi_npe": si.NPE, "sbi_nle": si.NLE, "sbi_nre_c": si.NRE_C}[method]
+    inference = cls(prior=task.prior, show_progress_bars=False)
+    kw = {} if spec["max_epochs"] is None else {"max_num_epochs": spec["max_epochs"]}
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.chdir(tmp)  # sbi writes TensorBoard logs under ./sbi-logs
+        try:
+            inference.append_simulations(theta, x).train(**kw)
+        finally:
+            os.chdir(cwd)
+    posterior = inference.build_posterior()
+    epochs = inference.summary.get("epochs_trained", [None])[-1]
+
+    def sample(x_o, n, s):
+        torch.manual_seed(s)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return posterior.sample((n,), x=x_o, show_progress_bars=False)
+
+    def log_prob(th, x_o):
+        return posterior.log_prob(th, x=x_o)
+
+    return sample, (log_prob if method in NORMALISED else None), epochs
+
+
+# -- one cell ---------------------------------------------------------------------------------
+def _reference(task, i: int, n_obs: int, n: int):
+    if n_obs == 1:
+        return task.reference_samples(i, n)
+    return task.tall_reference_samples(i, n_obs, n)
+
+
+def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float) -> dict:
+    """Train, sample and score one cell; returns its record (without the file bookkeeping)."""
+    from . import metrics as M
+
+    t0 = time.perf_counter()
+    sample, log_prob, epochs = _train(cell["method"], task, theta, x, cell["seed"], spec)
+    train_s = time.perf_counter() - t0
+    per_obs, sample_s, metric_s = [], 0.0, 0.0
+    for i in spec["observations"]:
+        x_o = task.observation(i) if cell["n_obs"] == 1 else task.tall_observation(i, cell["n_obs"])
+        t0 = time.perf_counter()
+        s = sample(x_o, spec["samples"], cell["seed"] * 1000 + i).float()
+        sample_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        row = {"observation": i}
+        ok = torch.isfinite(s).all(-1)
+        if not ok.all():
+            row["nonfinite_samples"] = int((~ok).sum())
+            s = s[ok]
+        ref = None
+        if any(m != "nlpd" for m in spec["metrics"]):
+            ref = _reference(task, i, cell["n_obs"], spec["samples"])
+        if "c2st" in spec["metrics"]:
+            row["c2st"] = M.c2st(s, ref, seed=i, max_samples=spec["c2st_max_samples"])
+        if "mmd" in spec["metrics"]:
+            row["mmd"] = M.mmd(s, ref, seed=i)
+        if "swd" in spec["metrics"]:
+            row["swd"] = M.sliced_wasserstein(s, ref, seed=i)
+        if "nlpd" in spec["metrics"] and log_prob is not None:
+            truth = task.true_parameters(i)[None]
+            with torch.no_grad():
+                row["nlpd"] = float(-log_prob(truth, x_o).reshape(-1)[0])
+        metric_s += time.perf_counter() - t0
+        per_obs.append(row)
+    rec = {"kind": "cell", "cell": cell, "epochs": epochs, "simulate_s": simulate_s, "train_s": train_s,
+           "sample_s": sample_s, "metric_s": metric_s, "observations": per_obs}
+    for m in spec["metrics"]:
+        vals = [r[m] for r in per_obs if m in r and math.isfinite(r[m])]
+        if vals:
+            rec[m] = sum(vals) / len(vals)
+    return rec
+
+
+# -- the driver -------------------------------------------------------------------------------
+def run(spec: dict, out, *, max_cells: int | None = None, retry_errors: bool = False, quiet: bool = False,
+        on_cell: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run the cells of ``spec`` not yet in ``out``, appending each record as it finishes; returns all records.
+
+    Arguments:
+        spec: from :func:`make_spec`.
+        out: results file (JSON lines; created with a header line when missing).
+        max_cells: stop after this many newly computed cells (``None``: run to the end).
+        retry_errors: recompute cells recorded with an error.
+        quiet: no progress lines.
+        on_cell: called with each new record (tests use it to interrupt a run).
+    """
+    import telescope as ts
+
+    out = Path(out)
+    done = _open_results(out, spec)
+    todo = cells(spec)
+    if retry_errors:
+        done = {k: r for k, r in done.items() if "error" not in r}
+    n_skip = sum(cell_key(c) in done for c in todo)
+    _say(f"{len(todo)} cells, {n_skip} already in {out}", quiet)
+    sims: dict[tuple, tuple] = {}
+    new = 0
+    t_all = time.perf_counter()
+    for j, c in enumerate(todo, 1):
+        label = f"{c['method']} {c['task']} n={c['budget']} seed={c['seed']}" + \
+            (f" n_obs={c['n_obs']}" if c["n_obs"] > 1 else "")
+        if cell_key(c) in done:
+            continue
+        if max_cells is not None and new >= max_cells:
+            _say(f"stopping after {new} new cells (--max-cells); rerun to continue", quiet)
+            break
+        task = ts.tasks.get(c["task"])
+        skey = (c["task"], c["budget"], c["seed"])
+        if skey not in sims:
+            sims.clear()  # one simulation set in memory at a time
+            t0 = time.perf_counter()
+            theta, x = ts.simulate(task.simulator, task.prior, c["budget"], seed=c["seed"], progress_bar=False)
+            sims[skey] = (theta, x, time.perf_counter() - t0)
+        theta, x, sim_s = sims[skey]
+        t0 = time.perf_counter()
+        try:
+            rec = run_cell(c, spec, task, theta, x, sim_s)
+        except (RuntimeError, ValueError, torch.linalg.LinAlgError) as e:
+            rec = {"kind": "cell", "cell": c, "error": f"{type(e).__name__}: {e}", "simulate_s": sim_s}
+        rec["wall_s"] = time.perf_counter() - t0
+        _append(out, rec)
+        done[cell_key(c)] = rec
+        new += 1
+        if "error" in rec:
+            _say(f"[{j}/{len(todo)}] {label}: ERROR {rec['error']}", quiet)
+        else:
+            shown = ", ".join(f"{m} {rec[m]:.3g}" for m in spec["metrics"] if m in rec)
+            _say(f"[{j}/{len(todo)}] {label}: {shown} (train {rec['train_s']:.1f} s, sample {rec['sample_s']:.1f} s,"
+                 f" metrics {rec['metric_s']:.1f} s)", quiet)
+        if on_cell is not None:
+            on_cell(rec)
+    _say(f"{new} new cells in {time.perf_counter() - t_all:.0f} s; results in {out}", quiet)
+    return [done[cell_key(c)] for c in todo if cell_key(c) in done]
+
+
+# -- summary and plots ------------------------------------------------------------------------
+def summary(rows: list[dict], metrics=METRICS) -> list[dict]:
+    """Mean and sd over seeds of each metric (already averaged over observations) and of the wall times."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        c = r["cell"]
+        groups.setdefault((c["task"], c["method"], c["budget"], c["n_obs"]), []).append(r)
+    out = []
+    for (task, method, budget, n_obs), rs in sorted(groups.items()):
+        ok = [r for r in rs if "error" not in r]
+        row = {"task": task, "method": method, "budget": budget, "n_obs": n_obs, "seeds": len(ok),
+               "errors": len(rs) - len(ok)}
+        for m in (*metrics, "train_s", "sample_s"):
+            vals = [r[m] for r in ok if m in r]
+            if vals:
+                row[m] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        out.append(row)
+    return out
+
+
+def summary_table(rows: list[dict], metrics=METRICS) -> str:
+    """A plain-text table of :func:`summary` (``mean ± sd`` over seeds)."""
+    stats = summary(rows, metrics)
+    cols = [m for m in (*metrics, "train_s", "sample_s") if any(m in s for s in stats)]
+    head = ["task", "method", "budget", "n_obs", "seeds"] + cols
+    lines = []
+    for s in stats:
+        cells_ = [s["task"], s["method"], str(s["budget"]), str(s["n_obs"]),
+                  str(s["seeds"]) + (f" ({s['errors']} err)" if s["errors"] else "")]
+        cells_ += [f"{s[m][0]:.3f} ± {s[m][1]:.3f}" if m in s else "-" for m in cols]
+        lines.append(cells_)
+    widths = [max(len(h), *(len(line[k]) for line in lines)) if lines else len(h) for k, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*line) for line in lines])
+
+
+def plot(rows: list[dict], out_dir, metrics=METRICS) -> list[Path]:
+    """One PNG per task: each metric against the budget (log axis), one line per method (and n_obs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stats = summary(rows, metrics)
+    paths = []
+    for task in sorted({s["task"] for s in stats}):
+        st = [s for s in stats if s["task"] == task]
+        shown = [m for m in metrics if any(m in s for s in st)]
+        if not shown:
+            continue
+        fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.3), squeeze=False)
+        for ax, m in zip(axes[0], shown):
+            for method, n_obs in sorted({(s["method"], s["n_obs"]) for s in st}):
+                pts = sorted((s["budget"], *s[m]) for s in st if s["method"] == method and s["n_obs"] == n_obs
+                             and m in s)
+                if pts:
+                    b, mu, sd = zip(*pts)
+                    label = method + (f" (n_obs={n_obs})" if n_obs > 1 else "")
+                    ax.errorbar(b, mu, yerr=sd, marker="o", capsize=3, label=label)
+            ax.set_xscale("log")
+            ax.set_xlabel("simulations")
+            ax.set_ylabel(m)
+            if m == "c2st":
+                ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(task)
+        fig.tight_layout()
+        path = out_dir / f"{task}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

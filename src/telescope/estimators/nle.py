@@ -31,7 +31,13 @@ class NLE(Estimator):
 
     Arguments:
         prior: torch Distribution with event shape ``(d,)``.
-        flow, transforms, hidden, bins: flow architecture (``"nsf"`` default, or ``"maf"``).
+        flow, transforms, hidden, bins: flow architecture (``"nsf"`` default, or ``"maf"``).  Three spline
+            transforms by default: on two_moons at 10^4 simulations they matched five in C2ST (0.553 vs 0.557)
+            in about a third of the training time; MAF was faster per epoch but less accurate (0.646).
+
+    ``sample`` runs many short chains (500 chains, 30 warm-up sweeps after SIR initialisation, no
+    thinning): each sweep evaluates the flow on all chains at once, so chains are nearly free while
+    sweeps are not.
         device, seed: as for every estimator.
 
     Example:
@@ -45,7 +51,7 @@ class NLE(Estimator):
 
     train_defaults = {"lr": 1e-3, "patience": 20}
 
-    def __init__(self, prior, *, flow: str = "nsf", transforms: int = 5, hidden: Sequence[int] = (64, 64),
+    def __init__(self, prior, *, flow: str = "nsf", transforms: int = 3, hidden: Sequence[int] = (64, 64),
                  bins: int = 8, device=None, seed: int | None = 0, embedding=None):
         if embedding is not None:
             raise ValueError("NLE models x itself, so it takes no embedding network; use NPE for learned summaries")
@@ -129,7 +135,7 @@ class NLE(Estimator):
         return lp + ll
 
     # -- sampling ---------------------------------------------------------------------------
-    def sample(self, x_o, n: int, *, chains: int = 100, warmup: int = 100, thin: int = 2,
+    def sample(self, x_o, n: int, *, chains: int = 500, warmup: int = 30, thin: int = 1,
                n_proposals: int = 10_000, seed: int | None = None, progress_bar: bool = False) -> Tensor:
         """``n`` posterior samples ``(n, d)`` by MCMC; ``x_o`` is ``(d_x,)`` or an iid set ``(k, d_x)``."""
         n = check_count("n", n)

@@ -31,7 +31,7 @@ from ..simulators import batch_seed
 from ._mcmc_reference import _whitening, random_walk_metropolis
 from .base import Task, cache_dir
 
-__all__ = ["rk4", "ess", "checked_mcmc", "MCMCReferenceTask", "regenerate"]
+__all__ = ["rk4", "ess", "checked_mcmc", "MCMCReferenceTask", "ODEReferenceTask", "regenerate"]
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -342,3 +342,31 @@ def regenerate(task: Task, i: int = 1, n: int = 10_000) -> Tensor:
     samples = task.reference_samples(i, n, cache=False)
     _save(samples, cache_dir() / "references" / task.cache_key() / f"obs{i}_n{n}.pt")
     return samples
+
+
+class ODEReferenceTask(MCMCReferenceTask):
+    """An :class:`MCMCReferenceTask` with positive parameters whose likelihood depends on ``theta`` only
+    through one ODE solution: ``_solve(theta (m, d)) -> solution`` and ``_ll_given(solution, x) -> (m,)``.
+
+    The tall likelihood solves the ODE once for all observations, and the reference sampler moves
+    ``log theta`` (the parameters are positive; log-normal priors become Gaussian there).
+    """
+
+    def _solve(self, theta: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _ll_given(self, solution: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _ll64(self, theta: Tensor, x: Tensor) -> Tensor:
+        return self._ll_given(self._solve(theta), x)
+
+    def _tall_ll64(self, theta: Tensor, x_set: Tensor) -> Tensor:
+        solution = self._solve(theta)  # one ODE solve for all the observations
+        return sum(self._ll_given(solution, xj) for xj in x_set)
+
+    def _to_sampler(self, theta: Tensor) -> Tensor:
+        return torch.log(theta)
+
+    def _from_sampler(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.exp(v), v.sum(-1)

@@ -46,7 +46,7 @@ from torch import Tensor
 from ..priors import LogNormal
 from ..simulators import Simulator
 from . import register
-from ._benchmark import MCMCReferenceTask, rk4
+from ._benchmark import ODEReferenceTask, rk4
 
 __all__ = ["LotkaVolterra", "lv_solution"]
 
@@ -70,7 +70,7 @@ def lv_solution(theta: Tensor, times=TIMES, dt: float = 0.01, initial=INITIAL) -
 
 
 @register("lotka_volterra")
-class LotkaVolterra(MCMCReferenceTask):
+class LotkaVolterra(ODEReferenceTask):
     """Lotka–Volterra with log-normal priors and log-normal noise; ``x`` is 10 prey then 10 predator counts.
 
     Arguments:
@@ -105,21 +105,11 @@ class LotkaVolterra(MCMCReferenceTask):
     def _generate(self, theta: Tensor, u: Tensor) -> Tensor:
         return torch.exp(self.log_means(theta) + NOISE * u.double()).to(theta.dtype)
 
-    def _ll_from_mean(self, m: Tensor, x: Tensor) -> Tensor:
+    def _ll_given(self, m: Tensor, x: Tensor) -> Tensor:
         lx = torch.log(x)
         ll = -0.5 * ((lx - m) / NOISE) ** 2 - lx - math.log(NOISE * math.sqrt(2 * math.pi))
         ll = ll.sum(-1)
         return torch.where(torch.isnan(ll), torch.full_like(ll, -float("inf")), ll)
 
-    def _ll64(self, theta: Tensor, x: Tensor) -> Tensor:
-        return self._ll_from_mean(self.log_means(theta), x)
-
-    def _tall_ll64(self, theta: Tensor, x_set: Tensor) -> Tensor:
-        m = self.log_means(theta)  # one ODE solve for all the observations
-        return sum(self._ll_from_mean(m, xj) for xj in x_set)
-
-    def _to_sampler(self, theta: Tensor) -> Tensor:
-        return torch.log(theta)
-
-    def _from_sampler(self, v: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.exp(v), v.sum(-1)
+    def _solve(self, theta: Tensor) -> Tensor:
+        return self.log_means(theta)

@@ -41,7 +41,7 @@ from torch import Tensor
 from ..priors import LogNormal
 from ..simulators import Simulator
 from . import register
-from ._benchmark import MCMCReferenceTask, rk4
+from ._benchmark import ODEReferenceTask, rk4
 
 __all__ = ["SIR", "sir_infected"]
 
@@ -66,7 +66,7 @@ def sir_infected(theta: Tensor, times=TIMES, dt: float = 0.1, population: float 
 
 
 @register("sir")
-class SIR(MCMCReferenceTask):
+class SIR(ODEReferenceTask):
     """SIR epidemic with log-normal priors; 10 binomial counts of the infected (``x`` in ``0..1000``).
 
     Arguments:
@@ -99,23 +99,12 @@ class SIR(MCMCReferenceTask):
         p = torch.where(torch.isfinite(p), p, torch.zeros_like(p))
         return torch.binomial(torch.full_like(p, float(TOTAL_COUNT)), p).to(theta.dtype)
 
-    def _ll_from_p(self, p: Tensor, x: Tensor) -> Tensor:
+    def _ll_given(self, p: Tensor, x: Tensor) -> Tensor:
         n = float(TOTAL_COUNT)
         log_c = math.lgamma(n + 1) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)
         ll = log_c + torch.xlogy(x, p) + torch.xlogy(n - x, 1 - p)
         ll = torch.where(torch.isnan(ll), torch.full_like(ll, -float("inf")), ll)
         return ll.sum(-1)
 
-    def _ll64(self, theta: Tensor, x: Tensor) -> Tensor:
-        return self._ll_from_p(self.infected(theta), x)
-
-    def _tall_ll64(self, theta: Tensor, x_set: Tensor) -> Tensor:
-        p = self.infected(theta)  # one ODE solve for all the observations
-        return sum(self._ll_from_p(p, xj) for xj in x_set)
-
-    # the sampler moves log theta
-    def _to_sampler(self, theta: Tensor) -> Tensor:
-        return torch.log(theta)
-
-    def _from_sampler(self, v: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.exp(v), v.sum(-1)
+    def _solve(self, theta: Tensor) -> Tensor:
+        return self.infected(theta)

@@ -35,7 +35,7 @@ class NLE(Estimator):
             transforms by default: on two_moons at 10^4 simulations they matched five in C2ST (0.553 vs 0.557)
             in about a third of the training time; MAF was faster per epoch but less accurate (0.646).
 
-    ``sample`` runs many short chains (500 chains, 30 warm-up sweeps after SIR initialisation, no
+    ``sample`` runs many short chains (500 chains, 20 warm-up sweeps after SIR initialisation, no
     thinning): each sweep evaluates the flow on all chains at once, so chains are nearly free while
     sweeps are not.
         device, seed: as for every estimator.
@@ -135,7 +135,7 @@ class NLE(Estimator):
         return lp + ll
 
     # -- sampling ---------------------------------------------------------------------------
-    def sample(self, x_o, n: int, *, chains: int = 500, warmup: int = 30, thin: int = 1,
+    def sample(self, x_o, n: int, *, chains: int = 500, warmup: int = 20, thin: int = 1,
                n_proposals: int = 10_000, seed: int | None = None, progress_bar: bool = False) -> Tensor:
         """``n`` posterior samples ``(n, d)`` by MCMC; ``x_o`` is ``(d_x,)`` or an iid set ``(k, d_x)``."""
         n = check_count("n", n)

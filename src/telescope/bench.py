@@ -205,21 +205,17 @@ def _train(method: str, task, theta, x, seed: int, spec: dict):
         return _train_sbi(method, task, theta, x, seed, spec)
     if method in ("npe", "nle"):
         est = (ts.NPE if method == "npe" else ts.NLE)(task.prior, seed=seed).fit(theta, x, **fit)
-
-        def sample(x_o, n, s):
-            return est.sample(x_o, n, seed=s)
     elif method in ("nre_c", "nre_b"):
         est = ts.NRE(task.prior, gamma=1.0 if method == "nre_c" else math.inf, seed=seed)
         est.fit(theta, x, mi_samples=0, **fit)
-
-        def sample(x_o, n, s):
-            return est.sample(x_o, n, seed=s)
     else:  # npse and its tall-data samplers
         est = ts.NPSE(task.prior, seed=seed).fit(theta, x, **fit)
-        tall = {"npse": "gauss", "npse_gauss": "gauss", "npse_jac": "jac", "npse_fnpse": "fnpse"}[method]
+    tall = {"npse": "gauss", "npse_gauss": "gauss", "npse_jac": "jac", "npse_fnpse": "fnpse"}.get(method)
 
-        def sample(x_o, n, s):
-            return est.sample(x_o, n, method=tall if x_o.dim() > 1 and x_o.shape[0] > 1 else None, seed=s)
+    def sample(x_o, n, s):
+        if tall is not None and x_o.dim() > 1 and x_o.shape[0] > 1:
+            return est.sample(x_o, n, method=tall, seed=s)
+        return est.sample(x_o, n, seed=s)
     log_prob = est.log_prob if method in NORMALISED else None
     return sample, log_prob, est.history.get("epochs")
 
@@ -338,14 +334,14 @@ def run(spec: dict, out, *, max_cells: int | None = None, retry_errors: bool = F
         if max_cells is not None and new >= max_cells:
             _say(f"stopping after {new} new cells (--max-cells); rerun to continue", quiet)
             break
-        task = ts.tasks.get(c["task"])
         skey = (c["task"], c["budget"], c["seed"])
         if skey not in sims:
-            sims.clear()  # one simulation set in memory at a time
+            sims.clear()  # one simulation set (and its task) in memory at a time
+            task = ts.tasks.get(c["task"])
             t0 = time.perf_counter()
             theta, x = ts.simulate(task.simulator, task.prior, c["budget"], seed=c["seed"], progress_bar=False)
-            sims[skey] = (theta, x, time.perf_counter() - t0)
-        theta, x, sim_s = sims[skey]
+            sims[skey] = (task, theta, x, time.perf_counter() - t0)
+        task, theta, x, sim_s = sims[skey]
         t0 = time.perf_counter()
         try:
             rec = run_cell(c, spec, task, theta, x, sim_s)

@@ -45,7 +45,7 @@ def cmd_tasks(args) -> int:
                 print(f"telescope: error: {e}", file=sys.stderr)
                 return 1
             diag = getattr(task, "diagnostics", {}) or {}
-            extra = "".join(f", max {k} = {float(diag[k].max()):.4f}" for k in ("rhat",) if k in diag)
+            extra = f", max rhat = {float(diag['rhat'].max()):.4f}" if "rhat" in diag else ""
             extra += f", min ESS = {float(diag['ess'].min()):.0f}" if "ess" in diag else ""
             _say(f"{task.name}: reference for observation {i} ({args.n} samples) in "
                  f"{time.perf_counter() - t0:.0f} s{extra}")

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..samplers.mcmc import rhat, sir, slice_sample
 from ..simulators import batch_seed
-from ._mcmc_reference import _whitening, random_walk_metropolis
+from ._mcmc_reference import random_walk_metropolis, whitened_slice
 from .base import Task, cache_dir
 
 __all__ = ["rk4", "ess", "checked_mcmc", "MCMCReferenceTask", "ODEReferenceTask", "regenerate"]
@@ -140,7 +140,7 @@ def checked_mcmc(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, cha
     if kernel == "rwm":
         s = random_walk_metropolis(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g)
     else:
-        s = _whitened_slice(log_prob, init, per_chain, warmup, thin, g)
+        s = whitened_slice(log_prob, init, per_chain, warmup, thin, g)
     r, e = rhat(s).double(), ess(s)
     min_ess = n / 10 if min_ess is None else float(min_ess)
     diag = {"rhat": r, "ess": e, "chains": chains, "per_chain": per_chain}
@@ -190,20 +190,6 @@ def adapt_proposals(log_prob: LogProb, v: Tensor, log_q: Tensor, *, generator: t
         log_q = gauss.log_prob(v)
         cov_prev = cov
     return v, log_q
-
-
-def _whitened_slice(log_prob: LogProb, init: Tensor, per_chain: int, warmup: int, thin: int,
-                    g: torch.Generator) -> Tensor:
-    first = max(1, warmup // 2)
-    x = slice_sample(log_prob, init, 1, warmup=first - 1, generator=g)[-1]
-    mu, chol = _whitening(x)
-    z0 = torch.linalg.solve_triangular(chol, (x - mu).T, upper=False).T
-
-    def log_prob_z(z: Tensor) -> Tensor:
-        return log_prob(mu + z @ chol.T)
-
-    s = slice_sample(log_prob_z, z0, per_chain, warmup=max(0, warmup - first), thin=thin, generator=g)
-    return mu + s @ chol.T  # (per_chain, chains, d)
 
 
 # -- tasks with MCMC references ---------------------------------------------------------------

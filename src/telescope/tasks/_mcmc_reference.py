@@ -101,6 +101,26 @@ def random_walk_metropolis(log_prob: LogProb, init: Tensor, n_samples: int, *, w
     return torch.stack(out)
 
 
+def whitened_slice(log_prob: LogProb, init: Tensor, per_chain: int, warmup: int, thin: int,
+                   g: torch.Generator) -> Tensor:
+    """Slice sampling of ``init (chains, d)`` that whitens after half the warm-up: ``(per_chain, chains, d)``.
+
+    After ``max(1, warmup // 2)`` sweeps the chains' mean ``mu`` and Cholesky factor ``L`` are estimated
+    and sampling continues in ``z = L^{-1} (theta - mu)`` (a constant Jacobian), which removes linear
+    correlations between the coordinates the slice sampler moves along.
+    """
+    first = max(1, warmup // 2)
+    x = slice_sample(log_prob, init, 1, warmup=first - 1, generator=g)[-1]  # (chains, d)
+    mu, chol = _whitening(x)
+    z0 = torch.linalg.solve_triangular(chol, (x - mu).T, upper=False).T
+
+    def log_prob_z(z: Tensor) -> Tensor:
+        return log_prob(mu + z @ chol.T)
+
+    s = slice_sample(log_prob_z, z0, per_chain, warmup=max(0, warmup - first), thin=thin, generator=g)
+    return mu + s @ chol.T
+
+
 @torch.no_grad()
 def mcmc_reference(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, chains: int = 1000,
                    warmup: int = 200, thin: int = 2, kernel: str = "slice",
@@ -129,16 +149,7 @@ def mcmc_reference(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, c
     if kernel == "rwm":
         s = random_walk_metropolis(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g)
     elif warmup >= 2:
-        first = warmup // 2
-        x = slice_sample(log_prob, init, 1, warmup=first - 1, generator=g)[-1]  # (chains, d)
-        mu, chol = _whitening(x)
-        z0 = torch.linalg.solve_triangular(chol, (x - mu).T, upper=False).T
-
-        def log_prob_z(z: Tensor) -> Tensor:
-            return log_prob(mu + z @ chol.T)
-
-        s = slice_sample(log_prob_z, z0, per_chain, warmup=warmup - first, thin=thin, generator=g)
-        s = mu + s @ chol.T
+        s = whitened_slice(log_prob, init, per_chain, warmup, thin, g)
     else:
         s = slice_sample(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g)
     r = rhat(s)

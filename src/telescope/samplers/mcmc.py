@@ -47,10 +47,21 @@ def sir(log_prob: LogProb, proposals: Tensor, n: int, proposal_log_prob: Tensor 
 
 @torch.no_grad()
 def _probe(log_prob: LogProb, x: Tensor, j: int, values: Tensor, idx: Tensor, chain_index: bool) -> Tensor:
-    """Log density of the chains ``idx`` with coordinate ``j`` set to ``values[idx]``."""
-    probe = x[idx].clone()
-    probe[:, j] = values[idx]
-    return _eval((lambda t: log_prob(t, idx)) if chain_index else log_prob, probe)
+    """Log density of the chains ``idx (m,)`` with coordinate ``j`` set to each of ``values (m, k)``: ``(m, k)``.
+
+    All ``m * k`` points go to ``log_prob`` in one call: a neural density costs about as much for
+    a few dozen rows as for one, so probing several points of a straggling chain at once saves calls.
+    """
+    m, k = values.shape
+    rows = idx.repeat_interleave(k) if k > 1 else idx
+    probe = x[rows].clone()
+    probe[:, j] = values.reshape(-1)
+    return _eval((lambda t: log_prob(t, rows)) if chain_index else log_prob, probe).reshape(m, k)
+
+
+def _per_chain(active: int, budget: int = 64, most: int = 8) -> int:
+    """Points probed per chain in one call when ``active`` chains are still working."""
+    return 1 if active >= budget else min(most, max(1, budget // max(active, 1)))
 
 
 def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int = 50, thin: int = 1,
@@ -85,7 +96,7 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
         width = x.std(0) if c > 1 else torch.ones(d, device=dev)
         width = torch.where(torch.isfinite(width) & (width > 1e-6), width, torch.ones_like(width)) * 1.0
     width = torch.as_tensor(width, dtype=x.dtype, device=dev).expand(d).clone()
-    lp = _probe(log_prob, x, 0, x[:, 0], torch.arange(c, device=dev), chain_index)
+    lp = _probe(log_prob, x, 0, x[:, :1], torch.arange(c, device=dev), chain_index)[:, 0]
     if not torch.isfinite(lp).all():
         raise ValueError(f"{int((~torch.isfinite(lp)).sum())} of {c} initial chains have -inf log density")
 
@@ -101,36 +112,55 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
                 w = width[j]
                 left = x[:, j] - w * rand(c)
                 right = left + w
-                # step out, vectorised: extend only the chains whose end is still inside the slice,
-                # and evaluate the density only on those chains
-                for side in ("left", "right"):
-                    idx = torch.arange(c, device=dev)
-                    for _ in range(max_steps):
-                        end = left if side == "left" else right
-                        inside = _probe(log_prob, x, j, end, idx, chain_index) > log_y[idx]
-                        idx = idx[inside]
-                        if idx.numel() == 0:
-                            break
-                        if side == "left":
-                            left[idx] -= w
-                        else:
-                            right[idx] += w
-                # shrink until every chain accepts; only the chains still shrinking are evaluated
+                # step out both ends at once, vectorised: only the chains whose end is still inside
+                # the slice are probed, several steps ahead when few remain
+                every = torch.arange(c, device=dev)
+                ends = {"left": (left, -1.0, every), "right": (right, 1.0, every)}
+                used = 0
+                while used < max_steps and any(e[2].numel() for e in ends.values()):
+                    k = min(_per_chain(sum(e[2].numel() for e in ends.values())), max_steps - used)
+                    steps = torch.arange(k, device=dev, dtype=x.dtype) * w
+                    parts = [(end, sign, idx) for end, sign, idx in ends.values() if idx.numel()]
+                    vals = torch.cat([end[idx, None] + sign * steps for end, sign, idx in parts])
+                    rows = torch.cat([idx for _, _, idx in parts])
+                    inside = _probe(log_prob, x, j, vals, rows, chain_index) > log_y[rows, None]
+                    # steps taken: the position of the first probe outside the slice (k if none is)
+                    taken = torch.where(inside.all(1), k, (~inside).int().argmax(1))
+                    start = 0
+                    for name, (end, sign, idx) in list(ends.items()):
+                        if not idx.numel():
+                            continue
+                        t = taken[start : start + idx.numel()]
+                        start += idx.numel()
+                        end[idx] += sign * w * t.to(x.dtype)
+                        ends[name] = (end, sign, idx[t == k])
+                    used += k
+                # shrink until every chain accepts; only the chains still shrinking are probed, each at
+                # several points when few remain: a point outside the interval shrunk by the points
+                # before it is skipped, so every candidate used is uniform on the current interval
                 new = x[:, j].clone()
                 idx = torch.arange(c, device=dev)
                 for _ in range(100):
-                    cand = left + (right - left) * rand(c)
+                    m, k = idx.numel(), _per_chain(idx.numel())
+                    lo, hi, here = left[idx], right[idx], x[idx, j]
+                    cand = lo[:, None] + (hi - lo)[:, None] * rand(m, k)
                     lp_c = _probe(log_prob, x, j, cand, idx, chain_index)
-                    acc = lp_c > log_y[idx]
-                    done = idx[acc]
-                    new[done] = cand[done]
-                    lp[done] = lp_c[acc]
-                    idx = idx[~acc]
+                    acc = lp_c > log_y[idx, None]
+                    done = torch.zeros(m, dtype=torch.bool, device=dev)
+                    for t in range(k):
+                        ct = cand[:, t]
+                        valid = ~done & (ct > lo) & (ct < hi) if k > 1 else ~done
+                        a_t = valid & acc[:, t]
+                        new[idx[a_t]] = ct[a_t]
+                        lp[idx[a_t]] = lp_c[a_t, t]
+                        done |= a_t
+                        rej = valid & ~acc[:, t]
+                        lo = torch.where(rej & (ct < here), ct, lo)
+                        hi = torch.where(rej & (ct >= here), ct, hi)
+                    left[idx], right[idx] = lo, hi
+                    idx = idx[~done]
                     if idx.numel() == 0:
                         break
-                    shrink_left = cand[idx] < x[idx, j]
-                    left[idx[shrink_left]] = cand[idx[shrink_left]]
-                    right[idx[~shrink_left]] = cand[idx[~shrink_left]]
                 x[:, j] = new
                 if it < warmup:  # adapt the width to the typical slice size during warm-up
                     width[j] = 0.9 * width[j] + 0.1 * (right - left).mean().clamp_min(1e-6)

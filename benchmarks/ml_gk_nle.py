@@ -45,7 +45,7 @@ def kld_per_theta(est, theta: torch.Tensor) -> torch.Tensor:
 
 
 def train_kwargs(args) -> dict:
-    return dict(max_epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, patience=args.patience,
+    return dict(max_epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, patience=args.patience, ema=None,
                 progress_bar=False)
 
 

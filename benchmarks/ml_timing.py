@@ -47,7 +47,7 @@ def main() -> None:
             make = lambda: ts.NPE(task.prior, transforms=3, bins=3, hidden=(50, 50))  # noqa: E731
         levels = ts.simulate_levels(ladder, task.prior, n=[1000, 500], seed=0, progress_bar=False)
         theta, x = ts.simulate(ladder[-1], task.prior, 2000, seed=1, progress_bar=False)
-        kw = dict(max_epochs=args.epochs, batch_size=args.batch_size, val_fraction=0.1, patience=10**9,
+        kw = dict(max_epochs=args.epochs, batch_size=args.batch_size, val_fraction=0.1, patience=10**9, ema=None,
                   progress_bar=False)
         # same batch_size: ML steps hold n_0 + 2 n_1 rows per batch_size level-0 rows (fewer, larger steps);
         # matched steps: the level-0 batch shrunk so that ML takes as many steps of as many rows as NLE/NPE

@@ -57,7 +57,7 @@ def test_set(task, n_test: int, n_ref: int):
 
 
 def train_kwargs(args) -> dict:
-    return dict(max_epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, patience=args.patience,
+    return dict(max_epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction, patience=args.patience, ema=None,
                 progress_bar=False)
 
 

@@ -24,6 +24,20 @@ def test_train_fits_linear_regression_and_stops_early():
     assert hist["val_loss"][hist["best_epoch"]] == pytest.approx(min(hist["val_loss"]))
 
 
+def test_ema_returns_averaged_weights_with_current_batch_norm_statistics():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))
+    data = _linear_data()
+    data["x"] = data["x"] + 3.0  # BatchNorm's running mean must move away from 0
+    hist = train(net, _mse, data, lr=1e-2, max_epochs=60, patience=60, ema=0.9, progress_bar=False)
+    assert hist["best_val_loss"] < 0.05  # the averaged network fits (noise variance 0.01)
+    # the returned buffers follow training, not the copies made when averaging started
+    assert net[1].running_mean.abs().mean() > 0.5
+    net.eval()
+    with torch.no_grad():
+        assert _mse(net, data).item() == pytest.approx(hist["best_val_loss"], rel=0.5)
+
+
 def test_best_weights_are_restored():
     torch.manual_seed(0)
     net = nn.Linear(3, 1)

@@ -35,11 +35,16 @@ class NLE(Estimator):
             transforms by default: on the hardest two_moons observations (5, 7, 10; 10^4 simulations) they
             reached C2ST 0.544 against 0.612 with three (0.570 with three and patience 40, at the same
             training time) and 0.646 with MAF.
+        device, seed: as for every estimator.
+
+    Training keeps an exponential moving average of the weights (``ema=0.99``) and validates and
+    returns the averaged network, with early stopping after 10 epochs without improvement: on the
+    same three observations C2ST 0.524 against 0.544 without the average (143 against 127 epochs).
+    Pass ``ema=None, patience=20`` to ``fit`` for the plain loop.
 
     ``sample`` runs many short chains (500 chains, 20 warm-up sweeps after SIR initialisation, no
     thinning): each sweep evaluates the flow on all chains at once, so chains are nearly free while
     sweeps are not.
-        device, seed: as for every estimator.
 
     Example:
         >>> import telescope as ts
@@ -50,7 +55,7 @@ class NLE(Estimator):
         torch.Size([20, 2])
     """
 
-    train_defaults = {"lr": 1e-3, "patience": 20}
+    train_defaults = {"lr": 1e-3, "patience": 10, "ema": 0.99}
 
     def __init__(self, prior, *, flow: str = "nsf", transforms: int = 5, hidden: Sequence[int] = (64, 64),
                  bins: int = 8, device=None, seed: int | None = 0, embedding=None):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -83,3 +85,17 @@ def test_groups_are_batched_together_and_seeded():
 def test_mismatched_lengths_rejected():
     with pytest.raises(ValueError, match="same first dimension"):
         train(nn.Linear(3, 1), _mse, {"x": torch.zeros(5, 3), "y": torch.zeros(4, 1)}, progress_bar=False)
+
+
+def test_cosine_schedule_anneals_the_learning_rate_to_zero():
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1)
+    hist = train(net, _mse, _linear_data(), lr=5e-2, max_epochs=30, patience=30, schedule="cosine",
+                 progress_bar=False)
+    assert torch.allclose(net.weight.detach(), torch.tensor([[1.0, -2.0, 0.5]]), atol=0.03)
+    lr = hist["lr"]
+    assert len(lr) == 30 and all(a > b for a, b in zip(lr, lr[1:]))
+    assert lr[14] == pytest.approx(5e-2 * 0.5 * (1 + math.cos(math.pi * 15 / 30)), rel=1e-6)
+    assert lr[-1] < 1e-12
+    with pytest.raises(ValueError, match="schedule"):
+        train(nn.Linear(3, 1), _mse, _linear_data(), schedule="linear", progress_bar=False)

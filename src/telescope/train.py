@@ -82,7 +82,7 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
           lr: float = 1e-3, max_epochs: int = 1000, patience: int = 20, val_fraction: float = 0.1,
           clip: float | None = 5.0, weight_decay: float = 0.0, ema: float | None = None,
           backward: Callable | None = None, max_time: float | None = None, device=None, seed: int | None = 0,
-          progress_bar: bool = True, desc: str = "train", min_epochs: int = 1) -> dict:
+          progress_bar: bool = True, desc: str = "train", min_epochs: int = 1, schedule: str | None = None) -> dict:
     """Train ``module`` by minimising ``loss_fn`` over ``data``.
 
     Arguments:
@@ -99,10 +99,12 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         ema: decay of an exponential moving average of the weights (e.g. 0.999), or None.
         backward: ``backward(terms, params)`` that fills ``p.grad``; default ``sum(terms).backward()``.
         max_time: stop after this many seconds (keeps the best weights).
+        schedule: ``None`` (constant ``lr``) or ``"cosine"``: the learning rate falls from ``lr`` to 0 along
+            half a cosine over ``max_epochs`` (Loshchilov & Hutter, 2017); early stopping still applies.
         device, seed, progress_bar: where to train, seed of splits/shuffles/dropout, show a bar.
 
     Returns:
-        A history dict: ``train_loss``, ``val_loss`` (per epoch), ``best_epoch``, ``epochs``, ``seconds``.
+        A history dict: ``train_loss``, ``val_loss``, ``lr`` (at the end of each epoch), ``best_epoch``, ``epochs``, ``seconds``.
     """
     groups = [data] if isinstance(data, dict) else list(data)
     if not groups:
@@ -126,8 +128,11 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
     n_steps = max(1, math.ceil(max(n_train) / batch_size))
     has_val = val_fraction > 0 and all(next(iter(v.values())).shape[0] > 0 for v in val_sets)
 
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max_epochs * n_steps) if schedule else None
     avg = torch.optim.swa_utils.AveragedModel(
         module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
 
@@ -143,7 +148,7 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
                 out.append({k: v[idx] for k, v in s.items()})
             yield b, (out[0] if isinstance(data, dict) else out)
 
-    history: dict = {"train_loss": [], "val_loss": [], "best_epoch": 0, "epochs": 0}
+    history: dict = {"train_loss": [], "val_loss": [], "lr": [], "best_epoch": 0, "epochs": 0}
     best, best_state, bad = math.inf, None, 0
     t0 = time.perf_counter()
     with seeded(int(torch.randint(2**62, (1,), generator=gen).item())), \
@@ -162,11 +167,14 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
                 if clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, clip)
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 if avg is not None:
                     avg.update_parameters(module)
                 total += _total(terms).detach()
                 count += 1
             history["train_loss"].append(float(total) / count)
+            history["lr"].append(opt.param_groups[0]["lr"])
             history["epochs"] = epoch + 1
             if has_val:
                 net = avg.module if avg is not None else module

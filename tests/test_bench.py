@@ -44,6 +44,22 @@ def test_tiny_grid_end_to_end_with_summary_and_plot(tmp_path, capsys):
     assert "gaussian_linear" in table and "npe" in table and "c2st" in table
 
 
+def test_coverage_metric_is_recorded_for_batched_estimators(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "COVERAGE_PAIRS", 40)
+    monkeypatch.setattr(bench, "COVERAGE_SAMPLES", 100)
+    spec = bench.make_spec(methods=["npe", "nre_c"], metrics=["c2st", "coverage"], **TINY)
+    recs = bench.run(spec, tmp_path / "r.jsonl", quiet=True)
+    alphas = torch.linspace(0, 1, 101, dtype=torch.float64)
+    for r in recs:
+        curve = torch.tensor(r["coverage_curve"], dtype=torch.float64)
+        assert curve.shape == (101,) and curve[-1] == 1.0 and (curve.diff() >= 0).all()
+        # each of the 40 pairs lands at one level: the curve moves in steps of 1/40
+        assert torch.allclose(curve * 40, (curve * 40).round(), atol=1e-3)
+        assert r["coverage"] == pytest.approx(float((curve - alphas).mean()), abs=1e-3)
+        assert r["coverage_max_gap"] == pytest.approx(float((curve - alphas).abs().max()), abs=1e-3)
+    assert "coverage" not in bench.make_spec(methods=["npe"], **TINY)["metrics"]  # opt in
+
+
 def test_interrupted_run_resumes_without_recomputing(tmp_path):
     out = tmp_path / "r.jsonl"
     spec = bench.make_spec(methods=["npe", "nre_c"], metrics=["c2st"], **{**TINY, "seeds": [0, 1]})
@@ -84,7 +100,7 @@ def test_results_file_of_another_grid_is_refused(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(methods=["npx"]), "unknown method 'npx'; available: npe, nle"),
     (dict(tasks=["two_moon"]), "unknown task 'two_moon'; available: .*two_moons"),
-    (dict(metrics=["c2st", "kl"]), "unknown metric 'kl'; available: c2st, mmd, swd, nlpd"),
+    (dict(metrics=["c2st", "kl"]), "unknown metric 'kl'; available: c2st, mmd, swd, nlpd, coverage"),
     (dict(budgets=[0]), "budgets must be integers >= 1"),
     (dict(observations=[11]), "observations 1..10"),
     (dict(n_obs=[1, 8]), "take one observation only"),

@@ -11,6 +11,12 @@ for each listed observation (a set of ``n_obs`` iid observations of the same par
 * ``swd``: sliced 2-Wasserstein distance (:func:`telescope.metrics.sliced_wasserstein`),
 * ``nlpd``: ``-log q(theta* | x)`` of the true parameter, for methods whose density is normalised
   (``npe``, ``sbi_npe``); left out for the others, whose log densities are unnormalised.
+* ``coverage`` (opt in: ``--metrics c2st,coverage``): expected HPD coverage
+  (:func:`telescope.metrics.coverage`) over ``COVERAGE_PAIRS`` fresh prior draws and their
+  simulations, ``COVERAGE_SAMPLES`` posterior samples each; recorded per cell as the mean signed gap
+  ``coverage - alpha`` over the nominal levels (``< 0``: overconfident), with ``coverage_max_gap``
+  (largest ``|coverage - alpha|``) and the curve at 101 levels.  Telescope's npe, nle, nre_c and
+  nre_b have batched samplers for it; the other methods leave it out.
 
 and records wall times (``simulate_s``, ``train_s``, ``sample_s``, ``metric_s``).
 
@@ -53,7 +59,10 @@ METHODS = ("npe", "nle", "nre_c", "nre_b", "npse", "npse_gauss", "npse_jac", "np
            "sbi_npe", "sbi_nle", "sbi_nre_c")
 TALL_METHODS = ("nle", "nre_c", "nre_b", "npse", "npse_gauss", "npse_jac", "npse_fnpse")
 NORMALISED = ("npe", "sbi_npe")  # methods whose log density is normalised: NLPD is meaningful
-METRICS = ("c2st", "mmd", "swd", "nlpd")
+METRICS = ("c2st", "mmd", "swd", "nlpd", "coverage")
+DEFAULT_METRICS = ("c2st", "mmd", "swd", "nlpd")
+NO_REFERENCE = ("nlpd", "coverage")  # metrics that need no reference posterior
+COVERAGE_PAIRS, COVERAGE_SAMPLES = 200, 500
 FORMAT = 1
 
 
@@ -63,7 +72,7 @@ def _say(msg: str, quiet: bool = False) -> None:
 
 
 # -- the grid ---------------------------------------------------------------------------------
-def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,), metrics=METRICS,
+def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,), metrics=DEFAULT_METRICS,
               samples: int = 10_000, c2st_max_samples: int | None = None, max_epochs: int | None = None,
               max_time: float | None = None) -> dict:
     """Check a grid and return it as a plain (JSON-able) spec; bad names and values raise ``ValueError``."""
@@ -110,11 +119,11 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
         bad = [i for i in observations if i > task.num_observations]
         if bad:
             raise ValueError(f"task {name!r} has observations 1..{task.num_observations}, got {bad}")
-        needs_ref = [m for m in metrics if m != "nlpd"]
+        needs_ref = [m for m in metrics if m not in NO_REFERENCE]
         if needs_ref and task.reference_kind is None:
             have = [t for t in task_registry.list() if task_registry.get(t).reference_kind is not None]
             raise ValueError(f"task {name!r} has no reference posterior for metrics {needs_ref}; tasks with one: "
-                             f"{', '.join(have)} (or use --metrics nlpd)")
+                             f"{', '.join(have)} (or use --metrics nlpd,coverage)")
         if max(n_obs) > 1 and not hasattr(task, "tall_reference_samples") and needs_ref:
             raise ValueError(f"task {name!r} has no tall-data reference (n_obs > 1)")
     if any(m.startswith("sbi_") for m in methods):
@@ -193,7 +202,8 @@ def _import_sbi():
 
 
 def _train(method: str, task, theta, x, seed: int, spec: dict):
-    """Train ``method``; returns ``(sample(x_o, n, seed), log_prob(theta, x_o) or None, epochs)``."""
+    """Train ``method``; returns ``(sample(x_o, n, seed), log_prob(theta, x_o) or None, epochs, estimator)``
+    (``estimator`` is None for the sbi peers)."""
     import telescope as ts
 
     fit = {"progress_bar": False}
@@ -217,7 +227,7 @@ def _train(method: str, task, theta, x, seed: int, spec: dict):
             return est.sample(x_o, n, method=tall, seed=s)
         return est.sample(x_o, n, seed=s)
     log_prob = est.log_prob if method in NORMALISED else None
-    return sample, log_prob, est.history.get("epochs")
+    return sample, log_prob, est.history.get("epochs"), est
 
 
 def _train_sbi(method, task, theta, x, seed, spec):
@@ -248,7 +258,7 @@ def _train_sbi(method, task, theta, x, seed, spec):
     def log_prob(th, x_o):
         return posterior.log_prob(th, x=x_o)
 
-    return sample, (log_prob if method in NORMALISED else None), epochs
+    return sample, (log_prob if method in NORMALISED else None), epochs, None
 
 
 # -- one cell ---------------------------------------------------------------------------------
@@ -263,7 +273,7 @@ def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float) -> dict:
     from . import metrics as M
 
     t0 = time.perf_counter()
-    sample, log_prob, epochs = _train(cell["method"], task, theta, x, cell["seed"], spec)
+    sample, log_prob, epochs, est = _train(cell["method"], task, theta, x, cell["seed"], spec)
     train_s = time.perf_counter() - t0
     per_obs, sample_s, metric_s = [], 0.0, 0.0
     for i in spec["observations"]:
@@ -278,7 +288,7 @@ def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float) -> dict:
             row["nonfinite_samples"] = int((~ok).sum())
             s = s[ok]
         ref = None
-        if any(m != "nlpd" for m in spec["metrics"]):
+        if any(m not in NO_REFERENCE for m in spec["metrics"]):
             ref = _reference(task, i, cell["n_obs"], spec["samples"])
         if "c2st" in spec["metrics"]:
             row["c2st"] = M.c2st(s, ref, seed=i, max_samples=spec["c2st_max_samples"])
@@ -298,7 +308,27 @@ def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float) -> dict:
         vals = [r[m] for r in per_obs if m in r and math.isfinite(r[m])]
         if vals:
             rec[m] = sum(vals) / len(vals)
+    if "coverage" in spec["metrics"] and cell["n_obs"] == 1 and _batched(est):
+        t0 = time.perf_counter()
+        rec.update(_coverage(est, task, cell["seed"]))
+        rec["metric_s"] += time.perf_counter() - t0
     return rec
+
+
+def _batched(est) -> bool:
+    return est is not None and all(callable(getattr(est, a, None)) for a in ("sample_batched", "log_prob_batched"))
+
+
+def _coverage(est, task, seed: int) -> dict:
+    """Expected coverage on ``COVERAGE_PAIRS`` fresh simulations (a seed no training set uses)."""
+    import telescope as ts
+    from . import metrics as M
+
+    theta, x = ts.simulate(task.simulator, task.prior, COVERAGE_PAIRS, seed=10**9 + seed, progress_bar=False)
+    alphas, cov = M.coverage(est, theta, x, n_samples=COVERAGE_SAMPLES, seed=seed)
+    gap = cov - alphas
+    return {"coverage": float(gap.mean()), "coverage_max_gap": float(gap.abs().max()),
+            "coverage_curve": [round(float(c), 4) for c in cov]}
 
 
 # -- the driver -------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def cmd_bench(args) -> int:
 
 def add_parsers(subparsers) -> None:
     """Register ``bench`` on ``subparsers`` (from ``ArgumentParser.add_subparsers()``)."""
-    from .bench import METHODS, METRICS
+    from .bench import DEFAULT_METRICS, METHODS, METRICS
 
     p = subparsers.add_parser(
         "bench", help="benchmark grid: methods x tasks x budgets x seeds (x n_obs); resumable JSON-lines results",
@@ -83,7 +83,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0,1 or 0-4")
     p.add_argument("--observations", default="1-10", help="observation indices, e.g. 1-3 or 1,4")
     p.add_argument("--n-obs", default="1", help="iid observations per posterior (tall data), e.g. 1,8,30")
-    p.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated, from: {', '.join(METRICS)}")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
+                   help=f"comma-separated, from: {', '.join(METRICS)} (coverage: opt in, 200 extra posteriors per cell)")
     p.add_argument("--samples", type=int, default=10_000, help="posterior and reference samples per observation")
     p.add_argument("--c2st-max-samples", type=int, default=None, help="subsample both sides for C2ST (faster)")
     p.add_argument("--max-epochs", type=int, default=None, help="training epoch cap (default: the library's)")

@@ -130,10 +130,13 @@ def test_reference_checks_raise_when_not_converged():
 
     g = torch.Generator().manual_seed(0)
     props = torch.cat([torch.randn(50, 2, generator=g) + 20, torch.randn(50, 2, generator=g) - 20])
-    with pytest.raises(RuntimeError, match="convergence checks.*R-hat"):
+    # a failed check is retried with twice the warm-up and thinning (twice), then raises
+    with pytest.warns(RuntimeWarning, match="running again with warmup 20 and thin 4") as seen, \
+            pytest.raises(RuntimeError, match="convergence checks.*R-hat"):
         checked_mcmc(log_prob, props, 400, seed=0, chains=20, warmup=10)
+    assert any("warmup 40 and thin 8" in str(w.message) for w in seen)
     with pytest.warns(RuntimeWarning, match="convergence checks"):
-        _, diag = checked_mcmc(log_prob, props, 400, seed=0, chains=20, warmup=10, strict=False)
+        _, diag = checked_mcmc(log_prob, props, 400, seed=0, chains=20, warmup=10, strict=False, retries=0)
     assert diag["rhat"].max() > 2
     # one mode: the same settings pass
     s, diag = checked_mcmc(lambda t: -0.5 * ((t - 20) ** 2).sum(-1), props[:50], 1000, seed=0, chains=20,

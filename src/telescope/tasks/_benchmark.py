@@ -103,7 +103,7 @@ def ess(chains: Tensor) -> Tensor:
 def checked_mcmc(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, chains: int = 200,
                  warmup: int = 200, thin: int = 2, proposal_log_prob: Tensor | None = None,
                  rhat_max: float = 1.01, min_ess: float | None = None, strict: bool = True,
-                 kernel: str = "slice", name: str = "task") -> tuple[Tensor, dict]:
+                 kernel: str = "slice", name: str = "task", retries: int = 2) -> tuple[Tensor, dict]:
     """``n`` samples ``(n, d)`` of ``exp(log_prob)`` by whitened MCMC, with convergence checks.
 
     Chains start from sampling-importance-resampling of ``proposals``.  With ``kernel="slice"``,
@@ -125,6 +125,8 @@ def checked_mcmc(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, cha
         min_ess: smallest bulk ESS accepted in any dimension (default ``n / 10``).
         strict: raise ``RuntimeError`` on a failed check (else warn).
         kernel: ``"slice"`` or ``"rwm"``.
+        retries: on a failed check, run again (new seed) with twice the warm-up and thinning, up to this
+            many times, before raising or warning.
 
     Returns:
         samples ``(n, d)`` (float64) and diagnostics ``{"rhat", "ess", "chains", "per_chain"}``.
@@ -149,6 +151,12 @@ def checked_mcmc(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, cha
         problems.append(f"split-R-hat {[round(v, 4) for v in r.tolist()]} (need < {rhat_max})")
     if not torch.isfinite(e).all() or e.min() < min_ess:
         problems.append(f"bulk ESS {[round(v) for v in e.tolist()]} (need >= {min_ess:.0f})")
+    if problems and retries > 0:
+        warnings.warn(f"{name} reference MCMC: {'; '.join(problems)}; running again with warmup {2 * warmup} and "
+                      f"thin {2 * thin}", RuntimeWarning, stacklevel=2)
+        return checked_mcmc(log_prob, proposals, n, seed=seed + 7919, chains=chains, warmup=2 * warmup, thin=2 * thin,
+                            proposal_log_prob=proposal_log_prob, rhat_max=rhat_max, min_ess=min_ess, strict=strict,
+                            kernel=kernel, name=name, retries=retries - 1)
     if problems:
         msg = (f"{name} reference MCMC failed its convergence checks: " + "; ".join(problems)
                + "; increase warmup, thin or chains")

@@ -78,6 +78,16 @@ def _check_finite(terms: dict[str, Tensor], epoch: int, batch: int, where: str) 
                 f"or check the training data for extreme values")
 
 
+def _ema(decay: float) -> Callable:
+    """Moving average with a warm start: the plain mean of the first ``1 / (1 - decay)`` iterates, then
+    decay ``decay``.  A fixed decay from step one would keep most of the weight on the first iterates, so
+    a short fit (a few epochs) would return a nearly untrained network."""
+    def update(averaged: list[Tensor], current: list[Tensor], num_averaged) -> None:
+        weight = max(1.0 - decay, 1.0 / (float(num_averaged) + 1.0))
+        torch._foreach_lerp_(averaged, current, weight)
+    return update
+
+
 def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *, batch_size: int | None = None,
           lr: float = 1e-3, max_epochs: int = 1000, patience: int = 20, val_fraction: float = 0.1,
           clip: float | None = 5.0, weight_decay: float = 0.0, ema: float | None = None,
@@ -96,7 +106,8 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         max_epochs, patience: stop after ``patience`` epochs without a better validation loss.
         val_fraction: share of each group held out for validation (0 disables early stopping).
         clip: max gradient norm (None: no clipping).
-        ema: decay of an exponential moving average of the weights (e.g. 0.999), or None.
+        ema: decay of an exponential moving average of the weights (e.g. 0.999), or None; the average
+            starts as the plain mean of the iterates until ``1 / (1 - ema)`` steps.
         backward: ``backward(terms, params)`` that fills ``p.grad``; default ``sum(terms).backward()``.
         max_time: stop after this many seconds (keeps the best weights).
         schedule: ``None`` (constant ``lr``) or ``"cosine"``: the learning rate falls from ``lr`` to 0 along
@@ -133,8 +144,7 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max_epochs * n_steps) if schedule else None
-    avg = torch.optim.swa_utils.AveragedModel(
-        module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema)) if ema else None
+    avg = torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=_ema(ema)) if ema else None
 
     def batches(sets, shuffle: bool):
         perms = [torch.randperm(n, generator=gen).to(dev) if shuffle else torch.arange(n, device=dev)

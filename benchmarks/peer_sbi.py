@@ -30,7 +30,7 @@ def run_telescope(method, task, theta, x, obs, n_samples, seed, variant=None):
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     samples = [est.sample(task.observation(i), n_samples, seed=i, **v.get("sample", {})) for i in obs]
-    return est, train_s, time.perf_counter() - t0, samples, est.history["epochs"]
+    return train_s, time.perf_counter() - t0, samples, est.history["epochs"]
 
 
 def run_sbi(method, task, theta, x, obs, n_samples, seed):
@@ -86,30 +86,28 @@ def main() -> None:
     refs = {i: task.reference_samples(i, n=a.samples) for i in obs}
     out = {"task": a.task, "n": a.n, "observations": len(obs), "samples": a.samples,
            "torch_threads": torch.get_num_threads(), "methods": {}}
+    def scored(train_s, sample_s, samples, epochs) -> dict:
+        c = [metrics.c2st(smp, refs[i], seed=i) for smp, i in zip(samples, obs)]
+        return {"train_s": train_s, "sample_s": sample_s, "epochs": epochs, "c2st": c, "c2st_mean": sum(c) / len(c)}
+
+    def against(t: dict, s: dict) -> dict:
+        return {"train_time_ratio": t["train_s"] / s["train_s"],
+                "total_time_ratio": (t["train_s"] + t["sample_s"]) / (s["train_s"] + s["sample_s"]),
+                "c2st_diff": t["c2st_mean"] - s["c2st_mean"]}
+
     for method in a.methods.split(","):
-        est, tr_t, sa_t, s_t, ep_t = run_telescope(method, task, theta, x, obs, a.samples, a.seed)
+        tr_t, sa_t, s_t, ep_t = run_telescope(method, task, theta, x, obs, a.samples, a.seed)
         print(f"telescope {method}: train {tr_t:.1f}s ({ep_t} epochs), sample {sa_t:.1f}s", file=sys.stderr, flush=True)
         tr_s, sa_s, s_s, ep_s = run_sbi(method, task, theta, x, obs, a.samples, a.seed)
         print(f"sbi {method}: train {tr_s:.1f}s ({ep_s} epochs), sample {sa_s:.1f}s", file=sys.stderr, flush=True)
-        c_t = [metrics.c2st(s, refs[i], seed=i) for s, i in zip(s_t, obs)]
-        c_s = [metrics.c2st(s, refs[i], seed=i) for s, i in zip(s_s, obs)]
-        r = {
-            "telescope": {"train_s": tr_t, "sample_s": sa_t, "epochs": ep_t, "c2st": c_t,
-                          "c2st_mean": sum(c_t) / len(c_t)},
-            "sbi": {"train_s": tr_s, "sample_s": sa_s, "epochs": ep_s, "c2st": c_s, "c2st_mean": sum(c_s) / len(c_s)},
-        }
-        r["train_time_ratio"] = tr_t / tr_s
-        r["total_time_ratio"] = (tr_t + sa_t) / (tr_s + sa_s)
-        r["c2st_diff"] = r["telescope"]["c2st_mean"] - r["sbi"]["c2st_mean"]
+        r = {"telescope": scored(tr_t, sa_t, s_t, ep_t), "sbi": scored(tr_s, sa_s, s_s, ep_s)}
+        r.update(against(r["telescope"], r["sbi"]))
         for name, v in variants.items():
-            _, tr_v, sa_v, s_v, ep_v = run_telescope(method, task, theta, x, obs, a.samples, a.seed, v)
-            c_v = [metrics.c2st(s, refs[i], seed=i) for s, i in zip(s_v, obs)]
+            tr_v, sa_v, s_v, ep_v = run_telescope(method, task, theta, x, obs, a.samples, a.seed, v)
             print(f"telescope {method}[{name}]: train {tr_v:.1f}s ({ep_v} epochs), sample {sa_v:.1f}s", file=sys.stderr,
                   flush=True)
-            r[f"telescope[{name}]"] = {"config": v, "train_s": tr_v, "sample_s": sa_v, "epochs": ep_v, "c2st": c_v,
-                                       "c2st_mean": sum(c_v) / len(c_v), "train_time_ratio": tr_v / tr_s,
-                                       "total_time_ratio": (tr_v + sa_v) / (tr_s + sa_s),
-                                       "c2st_diff": sum(c_v) / len(c_v) - r["sbi"]["c2st_mean"]}
+            rv = {"config": v, **scored(tr_v, sa_v, s_v, ep_v)}
+            r[f"telescope[{name}]"] = {**rv, **against(rv, r["sbi"])}
         out["methods"][method] = r
         print(json.dumps({method: {k: r[k] for k in ("train_time_ratio", "total_time_ratio", "c2st_diff")}}),
               flush=True)

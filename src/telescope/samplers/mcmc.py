@@ -114,26 +114,20 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
                 right = left + w
                 # step out both ends at once, vectorised: only the chains whose end is still inside
                 # the slice are probed, several steps ahead when few remain
-                every = torch.arange(c, device=dev)
-                ends = {"left": (left, -1.0, every), "right": (right, 1.0, every)}
+                active = [torch.arange(c, device=dev), torch.arange(c, device=dev)]  # stepping left, right
                 used = 0
-                while used < max_steps and any(e[2].numel() for e in ends.values()):
-                    k = min(_per_chain(sum(e[2].numel() for e in ends.values())), max_steps - used)
+                while used < max_steps and (active[0].numel() or active[1].numel()):
+                    k = min(_per_chain(active[0].numel() + active[1].numel()), max_steps - used)
                     steps = torch.arange(k, device=dev, dtype=x.dtype) * w
-                    parts = [(end, sign, idx) for end, sign, idx in ends.values() if idx.numel()]
-                    vals = torch.cat([end[idx, None] + sign * steps for end, sign, idx in parts])
-                    rows = torch.cat([idx for _, _, idx in parts])
+                    rows = torch.cat(active)
+                    vals = torch.cat([left[active[0], None] - steps, right[active[1], None] + steps])
                     inside = _probe(log_prob, x, j, vals, rows, chain_index) > log_y[rows, None]
                     # steps taken: the position of the first probe outside the slice (k if none is)
                     taken = torch.where(inside.all(1), k, (~inside).int().argmax(1))
-                    start = 0
-                    for name, (end, sign, idx) in list(ends.items()):
-                        if not idx.numel():
-                            continue
-                        t = taken[start : start + idx.numel()]
-                        start += idx.numel()
-                        end[idx] += sign * w * t.to(x.dtype)
-                        ends[name] = (end, sign, idx[t == k])
+                    t_left, t_right = taken.split([active[0].numel(), active[1].numel()])
+                    left[active[0]] -= w * t_left.to(x.dtype)
+                    right[active[1]] += w * t_right.to(x.dtype)
+                    active = [active[0][t_left == k], active[1][t_right == k]]
                     used += k
                 # shrink until every chain accepts; only the chains still shrinking are probed, each at
                 # several points when few remain: a point outside the interval shrunk by the points

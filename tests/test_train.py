@@ -109,3 +109,16 @@ def test_cosine_schedule_anneals_the_learning_rate_to_zero():
     assert lr[-1] < 1e-12
     with pytest.raises(ValueError, match="schedule"):
         train(nn.Linear(3, 1), _mse, _linear_data(), schedule="linear", progress_bar=False)
+
+
+def test_ema_window_is_capped_in_epochs():
+    # 900 training rows in batches of 300: 3 steps per epoch, so a 2-epoch cap gives a window of 6 steps
+    data = _linear_data(1000)
+    kw = {"lr": 1e-2, "batch_size": 300, "max_epochs": 2, "patience": 2, "progress_bar": False}
+    assert train(nn.Linear(3, 1), _mse, data, ema=0.99, ema_max_epochs=2, **kw)["ema"] == pytest.approx(1 - 1 / 6)
+    assert train(nn.Linear(3, 1), _mse, data, ema=0.5, ema_max_epochs=2, **kw)["ema"] == 0.5  # already shorter
+    assert train(nn.Linear(3, 1), _mse, data, ema=0.99, **kw)["ema"] == 0.99  # no cap by default
+    with pytest.raises(ValueError, match="ema_max_epochs"):
+        train(nn.Linear(3, 1), _mse, data, ema=0.99, ema_max_epochs=0, **kw)
+    with pytest.raises(ValueError, match="ema must be"):
+        train(nn.Linear(3, 1), _mse, data, ema=1.5, **kw)

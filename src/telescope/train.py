@@ -91,8 +91,9 @@ def _ema(decay: float) -> Callable:
 def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *, batch_size: int | None = None,
           lr: float = 1e-3, max_epochs: int = 1000, patience: int = 20, val_fraction: float = 0.1,
           clip: float | None = 5.0, weight_decay: float = 0.0, ema: float | None = None,
-          backward: Callable | None = None, max_time: float | None = None, device=None, seed: int | None = 0,
-          progress_bar: bool = True, desc: str = "train", min_epochs: int = 1, schedule: str | None = None) -> dict:
+          ema_max_epochs: float | None = None, backward: Callable | None = None, max_time: float | None = None,
+          device=None, seed: int | None = 0, progress_bar: bool = True, desc: str = "train", min_epochs: int = 1,
+          schedule: str | None = None) -> dict:
     """Train ``module`` by minimising ``loss_fn`` over ``data``.
 
     Arguments:
@@ -108,6 +109,9 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         clip: max gradient norm (None: no clipping).
         ema: decay of an exponential moving average of the weights (e.g. 0.999), or None; the average
             starts as the plain mean of the iterates until ``1 / (1 - ema)`` steps.
+        ema_max_epochs: cap the average's window ``1 / (1 - ema)`` at this many epochs of steps (None: no
+            cap).  On small data sets (few steps per epoch) a fixed decay lags many epochs behind the
+            iterates and delays early stopping.
         backward: ``backward(terms, params)`` that fills ``p.grad``; default ``sum(terms).backward()``.
         max_time: stop after this many seconds (keeps the best weights).
         schedule: ``None`` (constant ``lr``) or ``"cosine"``: the learning rate falls from ``lr`` to 0 along
@@ -115,7 +119,8 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         device, seed, progress_bar: where to train, seed of splits/shuffles/dropout, show a bar.
 
     Returns:
-        A history dict: ``train_loss``, ``val_loss``, ``lr`` (at the end of each epoch), ``best_epoch``, ``epochs``, ``seconds``.
+        A history dict: ``train_loss``, ``val_loss``, ``lr`` (at the end of each epoch), ``best_epoch``, ``epochs``,
+        ``seconds``, ``ema`` (the decay used, after the cap, or None).
     """
     groups = [data] if isinstance(data, dict) else list(data)
     if not groups:
@@ -144,6 +149,12 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max_epochs * n_steps) if schedule else None
+    if ema is not None and not (isinstance(ema, (int, float)) and 0 <= ema < 1):
+        raise ValueError(f"ema must be a decay in [0, 1) or None, got {ema!r}")
+    if ema and ema_max_epochs is not None:
+        if not ema_max_epochs > 0:
+            raise ValueError(f"ema_max_epochs must be > 0 or None, got {ema_max_epochs!r}")
+        ema = min(float(ema), 1.0 - 1.0 / max(1.0, ema_max_epochs * n_steps))
     avg = torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=_ema(ema)) if ema else None
 
     def batches(sets, shuffle: bool):
@@ -158,7 +169,7 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
                 out.append({k: v[idx] for k, v in s.items()})
             yield b, (out[0] if isinstance(data, dict) else out)
 
-    history: dict = {"train_loss": [], "val_loss": [], "lr": [], "best_epoch": 0, "epochs": 0}
+    history: dict = {"train_loss": [], "val_loss": [], "lr": [], "best_epoch": 0, "epochs": 0, "ema": ema or None}
     best, best_state, bad = math.inf, None, 0
     t0 = time.perf_counter()
     with seeded(int(torch.randint(2**62, (1,), generator=gen).item())), \

@@ -59,7 +59,7 @@ class NLE(Estimator):
         torch.Size([20, 2])
     """
 
-    train_defaults = {"lr": 1e-3, "patience": 10, "ema": 0.99}
+    train_defaults = {"lr": 1e-3, "patience": 10, "ema": 0.99, "ema_max_epochs": 5}
 
     def __init__(self, prior, *, flow: str = "nsf", transforms: int = 5, hidden: Sequence[int] = (64, 64),
                  bins: int = 8, device=None, seed: int | None = 0, embedding=None):

@@ -278,7 +278,7 @@ class NRE(Estimator):
         torch.Size([10, 2])
     """
 
-    train_defaults = {"batch_size": 256, "lr": 1e-3, "patience": 10, "ema": 0.99}
+    train_defaults = {"batch_size": 256, "lr": 1e-3, "patience": 10, "ema": 0.99, "ema_max_epochs": 5}
 
     def __init__(self, prior, *, gamma: float = 1.0, K: int = 9, contrastive: str = "bootstrap", width: int = 50,
                  blocks: int = 2, batch_norm: bool = False, dropout: float = 0.0, embedding: nn.Module | None = None,

@@ -12,6 +12,7 @@ from telescope.metrics import (
     expected_coverage,
     hpd_levels,
     mmd,
+    mmd_to_point,
     nlpd,
     sbc_ranks,
     sbc_uniformity,
@@ -126,6 +127,44 @@ def test_mmd_near_zero_for_equal_and_increasing_with_shift():
     values = [mmd(p, q + torch.tensor([s, 0.0]), bandwidth=1.0) for s in (0.25, 0.5, 1.0, 2.0)]
     assert values[0] > 0.005
     assert all(a < b for a, b in zip(values, values[1:]))
+
+
+def test_mmd_to_point_hand_computation_and_nonfinite():
+    # samples 0, 1, 3 against the point 1, sigma = 1: pairs (0,1), (0,3), (1,3); kernels to the point e^-1/2, 1, e^-2
+    e = math.exp
+    kss = 2 * (e(-0.5) + e(-4.5) + e(-2.0)) / (3 * 2)
+    kst = (e(-0.5) + 1.0 + e(-2.0)) / 3
+    s = torch.tensor([[0.0], [1.0], [3.0]])
+    assert mmd_to_point(s, torch.tensor([1.0]), 1.0) == pytest.approx(kss - 2 * kst + 1, abs=1e-6)
+    assert mmd_to_point(s[:, 0], [1.0], 1.0) == pytest.approx(kss - 2 * kst + 1, abs=1e-6)  # (n,) and list input
+    # an infinite sample is infinitely far: kernels 0, still counted in n = 3
+    far = torch.tensor([[0.0], [1.0], [float("inf")]])
+    want = 2 * e(-0.5) / 6 - 2 * (e(-0.5) + 1.0) / 3 + 1
+    assert mmd_to_point(far, [1.0], 1.0, nonfinite="far") == pytest.approx(want, abs=1e-6)
+    with pytest.raises(ValueError, match="samples contains NaN or inf"):
+        mmd_to_point(far, [1.0], 1.0)
+
+
+def test_mmd_to_point_marginals_and_gaussian_closed_form():
+    g = _gen(5)
+    m, sd, sigma = 0.3, 0.2, 0.5
+    s = torch.stack([m + sd * torch.randn(4000, generator=g, dtype=torch.float64),
+                     torch.randn(4000, generator=g, dtype=torch.float64)], -1)
+    s[7, 1] = float("nan")  # only the second marginal sees it
+    per = mmd_to_point(s, torch.zeros(2), sigma, marginals=True, nonfinite="far")
+    assert per.shape == (2,)
+    assert float(per[0]) == pytest.approx(mmd_to_point(s[:, :1], [0.0], sigma), abs=1e-9)
+    # N(m, sd^2) against delta_0: sigma / sqrt(sigma^2 + 2 sd^2) - 2 sigma / sqrt(sigma^2 + sd^2) e^{-m^2 / 2(sigma^2 + sd^2)} + 1
+    exact = sigma / math.sqrt(sigma**2 + 2 * sd**2) \
+        - 2 * sigma / math.sqrt(sigma**2 + sd**2) * math.exp(-m**2 / (2 * (sigma**2 + sd**2))) + 1
+    assert float(per[0]) == pytest.approx(exact, abs=0.01)
+    assert mmd_to_point(torch.zeros(10, 3), torch.zeros(3), 0.1) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="point must have 2 entries"):
+        mmd_to_point(s, torch.zeros(3), 1.0, nonfinite="far")
+    with pytest.raises(ValueError, match="bandwidth"):
+        mmd_to_point(s, torch.zeros(2), 0.0, nonfinite="far")
+    with pytest.raises(ValueError, match="nonfinite"):
+        mmd_to_point(s, torch.zeros(2), 1.0, nonfinite="drop")
 
 
 # ---------------------------------------------------------------------------------------------- SW
@@ -301,3 +340,13 @@ def test_calibration_bad_inputs_name_the_argument():
         coverage(GaussianLinearPosterior(), theta[:, 0], x, n_samples=10)
     with pytest.raises(TypeError, match="estimator must provide sample_batched"):
         coverage(object(), theta, x, n_samples=10)
+
+
+def test_c2st_parallel_folds_give_the_same_accuracy():
+    g = torch.Generator().manual_seed(3)
+    p, q = torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + 0.5
+    one = c2st(p, q, seed=1)
+    assert 0.55 < one < 0.75  # a half-sd shift is partly detectable
+    assert c2st(p, q, seed=1, n_jobs=2) == one
+    with pytest.raises(ValueError, match="n_jobs"):
+        c2st(p, q, n_jobs=0)

@@ -296,7 +296,8 @@ def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float) -> dict:
         if any(m not in NO_REFERENCE for m in spec["metrics"]):
             ref = _reference(task, i, cell["n_obs"], spec["samples"])
         if "c2st" in spec["metrics"]:
-            row["c2st"] = M.c2st(s, ref, seed=i, max_samples=spec["c2st_max_samples"])
+            row["c2st"] = M.c2st(s, ref, seed=i, max_samples=spec["c2st_max_samples"],
+                                 n_jobs=torch.get_num_threads())
         if "mmd" in spec["metrics"]:
             row["mmd"] = M.mmd(s, ref, seed=i)
         if "swd" in spec["metrics"]:

@@ -256,7 +256,8 @@ class NRE(Estimator):
         device, seed: as for every estimator.
 
     The defaults (``K=9``, width 50, 2 blocks, no batch norm; ``batch_size=256, lr=1e-3, patience=10``,
-    ``ema=0.99``: validation and the returned network use a moving average of the weights) were chosen
+    ``ema=0.99``: validation and the returned network use a moving average of the weights, whose window is
+    capped at 5 epochs of steps, ``ema_max_epochs=5``) were chosen
     with ``benchmarks/nre_c.py`` for accuracy per CPU second.  The moving average took two_moons at 10^4
     (observations 1-5) from C2ST 0.633 to 0.577 at 1.5x the training time (178 against 102 epochs), and
     gaussian_mixture (observations 1-3) from 0.718 to 0.608 (175 against 58 epochs).  When training time

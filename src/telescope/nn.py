@@ -1,4 +1,4 @@
-"""Network building blocks: MLPs, residual networks, standardisation layers."""
+"""Network building blocks: MLPs, residual networks, a time-series embedding, standardisation layers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "ResidualNet", "Standardize", "fit_standardize"]
+__all__ = ["MLP", "ResidualNet", "SeriesEmbedding", "Standardize", "fit_standardize"]
 
 
 class MLP(nn.Sequential):
@@ -86,3 +86,50 @@ def fit_standardize(t: Tensor, min_std: float = 1e-6) -> Standardize:
     std = t.std(0) if t.shape[0] > 1 else torch.ones_like(mean)
     std = torch.where(torch.isfinite(std) & (std > min_std), std, torch.ones_like(std))
     return Standardize(mean, std)
+
+
+class SeriesEmbedding(nn.Module):
+    """1-D convolutional embedding of time series ``x (n, L)`` or ``(n, C, L)`` -> ``(n, out)``.
+
+    A stack of ``Conv1d`` layers of stride 2 (one per entry of ``channels``, each followed by a
+    GELU), then two pools over time concatenated: the average and the standard deviation of each
+    channel (so the features see the amplitude of the oscillations as well as their level), and a
+    final ``Linear`` to ``out`` features.  Any length ``L >= 1`` is accepted, and the pools make the
+    number of parameters independent of ``L``.
+
+    Arguments:
+        out: number of output features.
+        channels: output channels of the convolutional layers.
+        kernel: kernel size of every convolution (padded to keep ``ceil(L / 2)`` steps per layer).
+        in_channels: ``C`` of the input; an input ``(n, L)`` is read as one channel.
+
+    Example:
+        >>> SeriesEmbedding(out=8)(torch.randn(5, 128)).shape
+        torch.Size([5, 8])
+    """
+
+    def __init__(self, out: int = 16, channels: Sequence[int] = (8, 16, 32), kernel: int = 7,
+                 in_channels: int = 1):
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if not channels or min(channels) < 1 or out < 1 or kernel < 1 or in_channels < 1:
+            raise ValueError(f"out, kernel, in_channels and every entry of channels must be >= 1 (and channels "
+                             f"non-empty), got out={out!r}, kernel={kernel!r}, in_channels={in_channels!r}, "
+                             f"channels={channels!r}")
+        self.in_channels = int(in_channels)
+        layers: list[nn.Module] = []
+        for a, b in zip([self.in_channels, *channels[:-1]], channels):
+            layers += [nn.Conv1d(a, b, kernel, stride=2, padding=kernel // 2), nn.GELU()]
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Linear(2 * channels[-1], int(out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.unsqueeze(1) if x.dim() == 2 and self.in_channels == 1 else x
+        if h.dim() != 3 or h.shape[1] != self.in_channels:
+            one = "(n, L) or " if self.in_channels == 1 else ""
+            raise ValueError(f"x must have shape {one}(n, {self.in_channels}, L) (series of length L), "
+                             f"got shape {tuple(x.shape)}")
+        h = self.conv(h)  # (n, channels[-1], L')
+        mean = h.mean(-1)
+        std = (h.var(-1, unbiased=False) + 1e-6).sqrt()  # the offset keeps the gradient finite for flat h
+        return self.head(torch.cat([mean, std], -1))

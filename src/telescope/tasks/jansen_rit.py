@@ -38,7 +38,10 @@ the signal is sampled at 128 Hz for ``duration`` seconds (default 8 s: 1024 valu
 
 **Data.**  ``summary=True`` (default): the log10 power spectral density of ``x`` by Welch's method
 (Hann windows of 64 samples, 50% overlap; 33 frequencies from 0 to 64 Hz) — the gain shifts it by
-``g / 5``.  ``summary=False``: the raw series (``128 * duration`` values).
+``g / 5``.  ``summary=False``: the raw series (``128 * duration`` values).  The task offers
+summary statistics as an option and an embedding network for the raw series:
+:meth:`JansenRit.embedding` gives a :class:`telescope.nn.SeriesEmbedding` (1-D convolutions, then
+mean and standard-deviation pools over time) to pass as ``NPE(prior, embedding=...)``.
 
 **No reference posterior** (``reference_kind = None``): the likelihood is intractable.
 """
@@ -48,8 +51,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..nn import SeriesEmbedding
 from ..priors import BoxUniform
 from ..simulators import Simulator
 from . import register
@@ -183,6 +187,17 @@ class JansenRit(Task):
     def _simulate(self, theta: Tensor) -> Tensor:
         x = self.signal(theta)
         return (welch_log_psd(x) if self.summary else x).to(theta.dtype)
+
+    def embedding(self, out: int = 16) -> nn.Module:
+        """A fresh :class:`telescope.nn.SeriesEmbedding` ``(n, 128 * duration) -> (n, out)`` for the raw series.
+
+        Pass it to an estimator, e.g. ``NPE(task.prior, embedding=task.embedding())``; it is trained
+        with the estimator.  Only for ``summary=False``: raises a ValueError otherwise.
+        """
+        if self.summary:
+            raise ValueError("the 33 log-PSD summaries (summary=True) need no embedding network; use "
+                             "JansenRit(summary=False) for the raw series and its embedding")
+        return SeriesEmbedding(out=out)
 
     def cache_key(self) -> str:
         return f"{self.name}_{'summary' if self.summary else 'raw'}{'_g0' if self.fix_gain else ''}"

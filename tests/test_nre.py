@@ -290,3 +290,19 @@ def test_mi_bounds_are_logged_every_epoch():
     assert abs(mi["I0"][best] - fresh["I0"]) < 0.2, (mi["I0"][best], fresh["I0"])
     assert fresh["I0"] < exact["I0"]  # the gap is E_x KL(p(theta|x) || p_w(theta|x)) (eq. 15)
     assert max(mi["I0"]) < exact["I0"] + 0.1  # no epoch beats the exact ratio (beyond noise)
+
+
+def test_rejection_gives_up_when_a_late_large_weight_drops_the_realised_acceptance():
+    # a rare region (theta > 3.5, prior mass 2.3e-4) carries weight e^20: the first 100 prior draws almost surely
+    # miss it and estimate an acceptance of 1; once it is found, every earlier acceptance is thinned away
+    from telescope.estimators.nre import _LowAcceptance
+
+    torch.manual_seed(0)
+    prior = torch.distributions.Normal(torch.zeros(1), torch.ones(1))
+    log_w = lambda t: 20.0 * (t[:, 0] > 3.5).double()  # noqa: E731
+    with pytest.raises(_LowAcceptance) as info:
+        rejection_sample(log_w, prior, 5000, chunk=100, min_acceptance=0.01, max_time=60)
+    assert info.value.rate < 0.01
+    # without a floor the same target is sampled exactly: nearly all mass sits beyond 3.5
+    s, rate = rejection_sample(log_w, prior, 200, chunk=20_000, max_time=60)
+    assert (s[:, 0, 0] > 3.5).float().mean() > 0.9

@@ -168,8 +168,9 @@ def rejection_sample(log_weight: Callable[..., Tensor], prior, n: int, m: int = 
         m: number of targets.
         chunk: proposals per round (the first round sets the acceptance estimate).
         max_time: raise a RuntimeError after this many seconds.
-        min_acceptance: raise a RuntimeError (with the estimate) when the lowest acceptance rate after the
-            first round is below this, so the caller can switch to MCMC.
+        min_acceptance: raise a RuntimeError (with the estimate) when the lowest acceptance rate is below this
+            after the first round (estimated from the weights) or any later one (accepted / proposed), so the
+            caller can switch to MCMC.
 
     Returns:
         ``(n, m, d)`` samples and the acceptance rate (accepted / proposed, averaged over targets).
@@ -211,11 +212,13 @@ def rejection_sample(log_weight: Callable[..., Tensor], prior, n: int, m: int = 
             kept[j].append(props[acc[:, a]])
             kept_lw[j].append(lw[acc[:, a], a])
             counts[j] = sum(t.shape[0] for t in kept[j])
-        if first:
-            first = False
-            rate = float(torch.exp(lw - new_M).mean(0).min())
-            if rate < min_acceptance:
-                raise _LowAcceptance(rate)
+        # the first round estimates the rate from the weights; later rounds check the realised rate, which
+        # falls when a new largest weight thins the earlier acceptances (heavy-tailed weights in many dimensions)
+        rate = (float(torch.exp(lw - new_M).mean(0).min()) if first else
+                float((counts[active].double() / proposed[active]).min()))
+        first = False
+        if rate < min_acceptance:
+            raise _LowAcceptance(rate)
         if bool((counts >= n).all()):
             break
         if time.perf_counter() - t0 > max_time:

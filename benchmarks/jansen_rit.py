@@ -76,13 +76,7 @@ def log(msg: str) -> None:
 def draw(est, x_set, n: int, method: str, steps: int, clip: bool, seed: int):
     """One draw of ``n`` raw tall-posterior samples ``(n, d)`` (no redraws) and the sampler's info."""
     net = est.net
-    with torch.no_grad():
-        hx = net.encode_x(x_set)
-
-    def eps_set(z, t):
-        return net.eps_codes(z, t, hx)
-
-    sampler = TallSampler(eps_set, x_set.shape[0], est.prior_score(), method=method, schedule=est.schedule,
+    sampler = TallSampler(est._eps_set(x_set), x_set.shape[0], est.prior_score(), method=method, schedule=est.schedule,
                           steps=steps, clip=net.clip_range() if clip else None,
                           generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():

@@ -260,8 +260,8 @@ class NRE(Estimator):
 
     The defaults (``K=9``, width 50, 2 blocks, no batch norm; ``batch_size=256, lr=1e-3, patience=10``,
     ``ema=0.99``: validation and the returned network use a moving average of the weights, whose window is
-    capped at 5 epochs of steps, ``ema_max_epochs=5``) were chosen
-    with ``benchmarks/nre_c.py`` for accuracy per CPU second.  The moving average took two_moons at 10^4
+    capped at 5 epochs of steps, ``ema_max_epochs=5``) were chosen with ``benchmarks/nre_c.py`` for
+    accuracy per CPU second.  The moving average took two_moons at 10^4
     (observations 1-5) from C2ST 0.633 to 0.577 at 1.5x the training time (178 against 102 epochs), and
     gaussian_mixture (observations 1-3) from 0.718 to 0.608 (175 against 58 epochs).  When training time
     matters more, cap the epochs and stop after 5 epochs without improvement,
@@ -269,8 +269,8 @@ class NRE(Estimator):
     run, C2ST 0.658 vs 0.667 (two_moons), 0.710 vs 0.725 (gaussian_mixture), 0.913 vs 0.912 (slcp), 0.550 vs
     0.563 (gaussian_linear) and 0.620 vs 0.625 (gaussian_linear_uniform) at 0.34x, 0.40x, 0.20x, 0.34x and
     0.32x its training time.  (A cosine schedule over 60 epochs was worse: two_moons 0.742, slcp 0.932.)
-    The paper's best C2ST used ``K`` up to half the batch (``K=99``, batch 1024), the Large NN and 1000 epochs: larger ``K`` costs
-    ``K + 1`` network calls per simulation and step.
+    The paper's best C2ST used ``K`` up to half the batch (``K=99``, batch 1024), the Large NN and 1000
+    epochs: larger ``K`` costs ``K + 1`` network calls per simulation and step.
 
     Example:
         >>> import telescope as ts

@@ -88,6 +88,19 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
     assert len(bench.run(spec, out2, max_cells=1, quiet=True)) == 1
 
 
+def test_cells_that_differ_only_in_sampler_or_n_obs_share_one_training(tmp_path, monkeypatch):
+    fits = []
+    fit = bench._fit
+    monkeypatch.setattr(bench, "_fit", lambda kind, *a, **k: fits.append(kind) or fit(kind, *a, **k))
+    monkeypatch.setattr(bench, "_reference", lambda task, i, n_obs, n: task.prior.sample((n,)))  # no MCMC here
+    spec = bench.make_spec(methods=["npse_gauss", "npse_jac"], tasks=["bernoulli_glm"], budgets=[300],
+                           n_obs=[1, 2], metrics=["swd"], samples=100, max_epochs=2)
+    recs = bench.run(spec, tmp_path / "r.jsonl", quiet=True)
+    assert fits == ["npse"]  # four cells, one score network
+    assert [r.get("shared_train", False) for r in recs] == [False, True, True, True]
+    assert len({r["train_s"] for r in recs}) == 1 and all(r["swd"] > 0 for r in recs)
+
+
 def test_results_file_of_another_grid_is_refused(tmp_path):
     out = tmp_path / "r.jsonl"
     spec = bench.make_spec(methods=["npe"], metrics=["c2st"], **TINY)

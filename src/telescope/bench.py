@@ -1,8 +1,10 @@
 """``telescope bench``: a resumable grid of methods x tasks x simulation budgets x seeds (x n_obs).
 
-One *cell* is one trained estimator: ``(method, task, budget, seed, n_obs)``.  The cell simulates
+One *cell* is one scored posterior: ``(method, task, budget, seed, n_obs)``.  The cell simulates
 ``budget`` pairs with ``ts.simulate(task.simulator, task.prior, budget, seed=seed)`` (shared by all
-methods of the same task, budget and seed), trains the method, draws ``samples`` posterior samples
+methods of the same task, budget and seed), trains the method (or reuses the estimator already
+trained on the same simulations when only ``n_obs`` or the tall-data sampler differs: ``npse``,
+``npse_gauss``, ``npse_jac`` and ``npse_fnpse`` share one score network), draws ``samples`` posterior samples
 for each listed observation (a set of ``n_obs`` iid observations of the same parameter when
 ``n_obs > 1``: ``task.tall_observation``) and scores them against the task's reference samples:
 
@@ -201,36 +203,56 @@ def _import_sbi():
         raise ValueError(f"the sbi_* methods need the sbi package ({e}); install it with: pip install sbi") from None
 
 
-def _train(method: str, task, theta, x, seed: int, spec: dict):
-    """Train ``method``; returns ``(sample(x_o, n, seed), log_prob(theta, x_o) or None, epochs, estimator)``
-    (``estimator`` is None for the sbi peers)."""
+# methods that share one trained estimator with another (they differ only in how they sample)
+TRAINED_AS = {"npse_gauss": "npse", "npse_jac": "npse", "npse_fnpse": "npse"}
+
+
+def _fit(kind: str, task, theta, x, seed: int, spec: dict):
+    """Train one estimator of ``kind`` (a method name, see :data:`TRAINED_AS`); returns ``(model, epochs)``,
+    ``model`` a telescope estimator or, for the sbi peers, an sbi posterior."""
     import telescope as ts
 
+    if kind.startswith("sbi_"):
+        return _fit_sbi(kind, task, theta, x, seed, spec)
     fit = {"progress_bar": False}
     if spec["max_epochs"] is not None:
         fit["max_epochs"] = spec["max_epochs"]
     if spec["max_time"] is not None:
         fit["max_time"] = spec["max_time"]
-    if method.startswith("sbi_"):
-        return _train_sbi(method, task, theta, x, seed, spec)
-    if method in ("npe", "nle"):
-        est = (ts.NPE if method == "npe" else ts.NLE)(task.prior, seed=seed).fit(theta, x, **fit)
-    elif method in ("nre_c", "nre_b"):
-        est = ts.NRE(task.prior, gamma=1.0 if method == "nre_c" else math.inf, seed=seed)
+    if kind in ("npe", "nle"):
+        est = (ts.NPE if kind == "npe" else ts.NLE)(task.prior, seed=seed).fit(theta, x, **fit)
+    elif kind in ("nre_c", "nre_b"):
+        est = ts.NRE(task.prior, gamma=1.0 if kind == "nre_c" else math.inf, seed=seed)
         est.fit(theta, x, mi_samples=0, **fit)
-    else:  # npse and its tall-data samplers
+    else:  # npse, shared by its tall-data samplers
         est = ts.NPSE(task.prior, seed=seed).fit(theta, x, **fit)
+    return est, est.history.get("epochs")
+
+
+def _sampler(method: str, model):
+    """``(sample(x_o, n, seed), log_prob(theta, x_o) or None, estimator or None)`` of a trained ``model``
+    (``estimator`` is None for the sbi peers)."""
+    if method.startswith("sbi_"):
+        def sample(x_o, n, s):
+            torch.manual_seed(s)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return model.sample((n,), x=x_o, show_progress_bars=False)
+
+        def log_prob(th, x_o):
+            return model.log_prob(th, x=x_o)
+
+        return sample, (log_prob if method in NORMALISED else None), None
     tall = {"npse": "gauss", "npse_gauss": "gauss", "npse_jac": "jac", "npse_fnpse": "fnpse"}.get(method)
 
     def sample(x_o, n, s):
         if tall is not None and x_o.dim() > 1 and x_o.shape[0] > 1:
-            return est.sample(x_o, n, method=tall, seed=s)
-        return est.sample(x_o, n, seed=s)
-    log_prob = est.log_prob if method in NORMALISED else None
-    return sample, log_prob, est.history.get("epochs"), est
+            return model.sample(x_o, n, method=tall, seed=s)
+        return model.sample(x_o, n, seed=s)
+    return sample, (model.log_prob if method in NORMALISED else None), model
 
 
-def _train_sbi(method, task, theta, x, seed, spec):
+def _fit_sbi(method, task, theta, x, seed, spec):
     _import_sbi()
     import sbi.inference as si
 
@@ -246,19 +268,7 @@ def _train_sbi(method, task, theta, x, seed, spec):
             inference.append_simulations(theta, x).train(**kw)
         finally:
             os.chdir(cwd)
-    posterior = inference.build_posterior()
-    epochs = inference.summary.get("epochs_trained", [None])[-1]
-
-    def sample(x_o, n, s):
-        torch.manual_seed(s)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return posterior.sample((n,), x=x_o, show_progress_bars=False)
-
-    def log_prob(th, x_o):
-        return posterior.log_prob(th, x=x_o)
-
-    return sample, (log_prob if method in NORMALISED else None), epochs, None
+    return inference.build_posterior(), inference.summary.get("epochs_trained", [None])[-1]
 
 
 # -- one cell ---------------------------------------------------------------------------------
@@ -273,13 +283,26 @@ def _reference(task, i: int, n_obs: int, n: int):
     return ref[:n]
 
 
-def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float) -> dict:
-    """Train, sample and score one cell; returns its record (without the file bookkeeping)."""
+def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float, trained: dict | None = None) -> dict:
+    """Train, sample and score one cell; returns its record (without the file bookkeeping).
+
+    ``trained`` caches the estimators trained on this simulation set (``{kind: (model, epochs, train_s)}``):
+    cells that differ only in ``n_obs`` or in the tall-data sampler (:data:`TRAINED_AS`) reuse one
+    training, and their record says ``"shared_train": true`` (its ``train_s`` is the original training's).
+    """
     from . import metrics as M
 
-    t0 = time.perf_counter()
-    sample, log_prob, epochs, est = _train(cell["method"], task, theta, x, cell["seed"], spec)
-    train_s = time.perf_counter() - t0
+    kind = TRAINED_AS.get(cell["method"], cell["method"])
+    shared = trained is not None and kind in trained
+    if shared:
+        model, epochs, train_s = trained[kind]
+    else:
+        t0 = time.perf_counter()
+        model, epochs = _fit(kind, task, theta, x, cell["seed"], spec)
+        train_s = time.perf_counter() - t0
+        if trained is not None:
+            trained[kind] = (model, epochs, train_s)
+    sample, log_prob, est = _sampler(cell["method"], model)
     per_obs, sample_s, metric_s = [], 0.0, 0.0
     for i in spec["observations"]:
         x_o = task.observation(i) if cell["n_obs"] == 1 else task.tall_observation(i, cell["n_obs"])
@@ -310,6 +333,8 @@ def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float) -> dict:
         per_obs.append(row)
     rec = {"kind": "cell", "cell": cell, "epochs": epochs, "simulate_s": simulate_s, "train_s": train_s,
            "sample_s": sample_s, "metric_s": metric_s, "observations": per_obs}
+    if shared:
+        rec["shared_train"] = True
     for m in spec["metrics"]:
         vals = [r[m] for r in per_obs if m in r and math.isfinite(r[m])]
         if vals:
@@ -360,6 +385,7 @@ def run(spec: dict, out, *, max_cells: int | None = None, retry_errors: bool = F
     n_skip = sum(cell_key(c) in done for c in todo)
     _say(f"{len(todo)} cells, {n_skip} already in {out}", quiet)
     sims: dict[tuple, tuple] = {}
+    trained: dict[str, tuple] = {}  # estimators trained on the simulation set in ``sims``
     new = 0
     t_all = time.perf_counter()
     for j, c in enumerate(todo, 1):
@@ -372,7 +398,8 @@ def run(spec: dict, out, *, max_cells: int | None = None, retry_errors: bool = F
             break
         skey = (c["task"], c["budget"], c["seed"])
         if skey not in sims:
-            sims.clear()  # one simulation set (and its task) in memory at a time
+            sims.clear()  # one simulation set (and its task, and its estimators) in memory at a time
+            trained.clear()
             task = ts.tasks.get(c["task"])
             t0 = time.perf_counter()
             theta, x = ts.simulate(task.simulator, task.prior, c["budget"], seed=c["seed"], progress_bar=False)
@@ -380,7 +407,7 @@ def run(spec: dict, out, *, max_cells: int | None = None, retry_errors: bool = F
         task, theta, x, sim_s = sims[skey]
         t0 = time.perf_counter()
         try:
-            rec = run_cell(c, spec, task, theta, x, sim_s)
+            rec = run_cell(c, spec, task, theta, x, sim_s, trained)
         except (RuntimeError, ValueError, torch.linalg.LinAlgError) as e:
             rec = {"kind": "cell", "cell": c, "error": f"{type(e).__name__}: {e}", "simulate_s": sim_s}
         rec["wall_s"] = time.perf_counter() - t0

@@ -94,9 +94,11 @@ def test_cells_that_differ_only_in_sampler_or_n_obs_share_one_training(tmp_path,
     monkeypatch.setattr(bench, "_fit", lambda kind, *a, **k: fits.append(kind) or fit(kind, *a, **k))
     monkeypatch.setattr(bench, "_reference", lambda task, i, n_obs, n: task.prior.sample((n,)))  # no MCMC here
     spec = bench.make_spec(methods=["npse_gauss", "npse_jac"], tasks=["bernoulli_glm"], budgets=[300],
-                           n_obs=[1, 2], metrics=["swd"], samples=100, max_epochs=2)
+                           n_obs=[1, 2], metrics=["swd"], samples=100, max_epochs=2,
+                           sample_options={"npse_jac": {"steps": 20}})
     recs = bench.run(spec, tmp_path / "r.jsonl", quiet=True)
     assert fits == ["npse"]  # four cells, one score network
+    assert recs[3]["cell"]["method"] == "npse_jac" and recs[3]["cell"]["n_obs"] == 2
     assert [r.get("shared_train", False) for r in recs] == [False, True, True, True]
     assert len({r["train_s"] for r in recs}) == 1 and all(r["swd"] > 0 for r in recs)
 
@@ -117,6 +119,8 @@ def test_results_file_of_another_grid_is_refused(tmp_path):
     (dict(budgets=[0]), "budgets must be integers >= 1"),
     (dict(observations=[11]), "observations 1..10"),
     (dict(n_obs=[1, 8]), "take one observation only"),
+    (dict(sample_options={"nle": {"steps": 3}}), r"names methods \['nle'\] that are not telescope methods"),
+    (dict(sample_options={"npe": 3}), "must map method names to dicts"),
 ])
 def test_bad_input_is_a_clear_error(kwargs, message):
     args = {**TINY, "methods": ["npe"], **kwargs}

@@ -204,6 +204,26 @@ def test_lotka_volterra_ode_matches_solve_ivp_and_likelihood_is_lognormal():
 
 
 # -- slcp_distractors --------------------------------------------------------------------------
+def test_slcp_tall_reference_matches_importance_sampling_of_the_pooled_likelihood():
+    task = tasks.get("slcp")
+    task.chains, task.warmup = 200, 200
+    x_set = task.tall_observation(2, 2)
+    assert x_set.shape == (2, 8) and torch.equal(x_set[0], task.observation(2))
+    ref = task.tall_reference_samples(2, 2, 2000, cache=False).double()
+    # importance sampling from the uniform prior with the exact likelihood of all 8 draws
+    theta = (torch.rand(1_000_000, 5, generator=torch.Generator().manual_seed(0)) * 6 - 3).double()
+    w = torch.softmax(task._ll64(theta, x_set.double().reshape(-1), draws=8), 0)
+    assert 1 / (w**2).sum() > 1000
+
+    def folded(a):  # the posterior is symmetric in the signs of theta_3, theta_4
+        return torch.cat([a[:, :2], a[:, 2:4].abs(), a[:, 4:]], 1)
+    mean = (w[:, None] * folded(theta)).sum(0)
+    sd = (w[:, None] * (folded(theta) - mean) ** 2).sum(0).sqrt()
+    assert ((folded(ref).mean(0) - mean).abs() < 0.15 * sd).all()
+    assert ((folded(ref).std(0) / sd - 1).abs() < 0.1).all()
+    assert ((ref[:, 2:4] > 0).double().mean(0) - 0.5).abs().max() < 0.05  # both signs of each mode
+
+
 def test_slcp_distractors_is_slcp_plus_a_theta_free_mixture():
     task, slcp = tasks.get("slcp_distractors"), tasks.get("slcp")
     x = task.observation(4)

@@ -76,8 +76,11 @@ def _say(msg: str, quiet: bool = False) -> None:
 # -- the grid ---------------------------------------------------------------------------------
 def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,), metrics=DEFAULT_METRICS,
               samples: int = 10_000, c2st_max_samples: int | None = None, max_epochs: int | None = None,
-              max_time: float | None = None) -> dict:
-    """Check a grid and return it as a plain (JSON-able) spec; bad names and values raise ``ValueError``."""
+              max_time: float | None = None, sample_options: dict | None = None) -> dict:
+    """Check a grid and return it as a plain (JSON-able) spec; bad names and values raise ``ValueError``.
+
+    ``sample_options`` maps a method of the grid to keyword arguments of its estimator's ``sample``
+    (e.g. ``{"npse_jac": {"steps": 250}}``); it is part of the spec only when given."""
     from . import tasks as task_registry
 
     def listed(name, values, allowed=None):
@@ -130,9 +133,19 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
             raise ValueError(f"task {name!r} has no tall-data reference (n_obs > 1)")
     if any(m.startswith("sbi_") for m in methods):
         _import_sbi()
-    return {"format": FORMAT, "methods": methods, "tasks": tasks, "budgets": budgets, "seeds": seeds,
+    spec = {"format": FORMAT, "methods": methods, "tasks": tasks, "budgets": budgets, "seeds": seeds,
             "observations": observations, "n_obs": n_obs, "metrics": metrics, "samples": samples,
             "c2st_max_samples": c2st_max_samples, "max_epochs": max_epochs, "max_time": max_time}
+    if sample_options:
+        if not isinstance(sample_options, dict) or not all(isinstance(v, dict) for v in sample_options.values()):
+            raise ValueError(f"sample_options must map method names to dicts of sample() arguments, "
+                             f"got {sample_options!r}")
+        bad = [m for m in sample_options if m not in methods or m.startswith("sbi_")]
+        if bad:
+            raise ValueError(f"sample_options names methods {bad} that are not telescope methods of this grid "
+                             f"({', '.join(m for m in methods if not m.startswith('sbi_'))})")
+        spec["sample_options"] = json.loads(json.dumps(sample_options))  # plain JSON, as the header stores it
+    return spec
 
 
 def cells(spec: dict) -> list[dict]:
@@ -229,9 +242,10 @@ def _fit(kind: str, task, theta, x, seed: int, spec: dict):
     return est, est.history.get("epochs")
 
 
-def _sampler(method: str, model):
+def _sampler(method: str, model, options: dict | None = None):
     """``(sample(x_o, n, seed), log_prob(theta, x_o) or None, estimator or None)`` of a trained ``model``
-    (``estimator`` is None for the sbi peers)."""
+    (``estimator`` is None for the sbi peers); ``options`` are extra keyword arguments of ``model.sample``."""
+    options = options or {}
     if method.startswith("sbi_"):
         def sample(x_o, n, s):
             torch.manual_seed(s)
@@ -247,8 +261,8 @@ def _sampler(method: str, model):
 
     def sample(x_o, n, s):
         if tall is not None and x_o.dim() > 1 and x_o.shape[0] > 1:
-            return model.sample(x_o, n, method=tall, seed=s)
-        return model.sample(x_o, n, seed=s)
+            return model.sample(x_o, n, method=tall, seed=s, **options)
+        return model.sample(x_o, n, seed=s, **options)
     return sample, (model.log_prob if method in NORMALISED else None), model
 
 
@@ -302,7 +316,7 @@ def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float, trained:
         train_s = time.perf_counter() - t0
         if trained is not None:
             trained[kind] = (model, epochs, train_s)
-    sample, log_prob, est = _sampler(cell["method"], model)
+    sample, log_prob, est = _sampler(cell["method"], model, spec.get("sample_options", {}).get(cell["method"]))
     per_obs, sample_s, metric_s = [], 0.0, 0.0
     for i in spec["observations"]:
         x_o = task.observation(i) if cell["n_obs"] == 1 else task.tall_observation(i, cell["n_obs"])

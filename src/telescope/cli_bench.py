@@ -8,12 +8,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 __all__ = ["add_parsers"]
 
 
 def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _json(name: str, text: str | None):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--{name} takes JSON such as '{{\"npse_jac\": {{\"steps\": 250}}}}', got {text!r} ({e})") from None
 
 
 def _ints(name: str, text: str) -> list[int]:
@@ -57,7 +67,7 @@ def cmd_bench(args) -> int:
                            seeds=_ints("seeds", args.seeds), observations=_ints("observations", args.observations),
                            n_obs=_ints("n-obs", args.n_obs), metrics=_names(args.metrics), samples=args.samples,
                            c2st_max_samples=args.c2st_max_samples, max_epochs=args.max_epochs,
-                           max_time=args.max_time)
+                           max_time=args.max_time, sample_options=_json("sample-options", args.sample_options))
     rows = bench.run(spec, args.out, max_cells=args.max_cells, retry_errors=args.retry_errors, quiet=args.quiet)
     print(bench.summary_table(rows, spec["metrics"]))
     if args.plot:
@@ -89,6 +99,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--c2st-max-samples", type=int, default=None, help="subsample both sides for C2ST (faster)")
     p.add_argument("--max-epochs", type=int, default=None, help="training epoch cap (default: the library's)")
     p.add_argument("--max-time", type=float, default=None, help="training time cap per cell in seconds")
+    p.add_argument("--sample-options", default=None, metavar="JSON",
+                   help='sample() arguments per method, e.g. \'{"npse_jac": {"steps": 250}}\'')
     p.add_argument("--out", default="runs/bench/results.jsonl", help="results file (appended; resumable)")
     p.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     p.add_argument("--retry-errors", action="store_true", help="recompute cells recorded with an error")

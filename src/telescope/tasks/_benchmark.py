@@ -31,7 +31,7 @@ from ..simulators import batch_seed
 from ._mcmc_reference import random_walk_metropolis, whitened_slice
 from .base import Task, cache_dir
 
-__all__ = ["rk4", "ess", "checked_mcmc", "MCMCReferenceTask", "ODEReferenceTask", "regenerate"]
+__all__ = ["rk4", "ess", "checked_mcmc", "TallData", "MCMCReferenceTask", "ODEReferenceTask", "regenerate"]
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -201,7 +201,38 @@ def adapt_proposals(log_prob: LogProb, v: Tensor, log_q: Tensor, *, generator: t
 
 
 # -- tasks with MCMC references ---------------------------------------------------------------
-class MCMCReferenceTask(Task):
+class TallData:
+    """Tall data for a task with ``_reference_set(x_set (n_obs, dim_x), n, seed) -> (n, dim_theta)``: sets of
+    ``n_obs`` iid observations of one parameter and their reference posteriors, cached on disk
+    (paper 3 Section 4.2)."""
+
+    def tall_observation(self, i: int = 1, n_obs: int = 1) -> Tensor:
+        """``n_obs`` iid observations ``(n_obs, dim_x)`` from ``true_parameters(i)``; row 0 is ``observation(i)``."""
+        i = self._check_index(i)
+        if isinstance(n_obs, bool) or not isinstance(n_obs, int) or n_obs < 1:
+            raise ValueError(f"n_obs must be an integer >= 1, got {n_obs!r}")
+        theta = self.true_parameters(i)
+        rows = [self.observation(i)]
+        if n_obs > 1:
+            rows.append(self.simulator(theta.expand(n_obs - 1, -1),
+                                       seed=batch_seed(self.observation_seed + 3, i)).reshape(n_obs - 1, -1))
+        return torch.cat([r.reshape(-1, self.dim_x) for r in rows])
+
+    def tall_reference_samples(self, i: int = 1, n_obs: int = 1, n: int = 10_000, *, cache: bool = True) -> Tensor:
+        """Reference samples ``(n, dim_theta)`` of ``p(theta | tall_observation(i, n_obs))`` (cached)."""
+        if n_obs == 1:
+            return self.reference_samples(i, n, cache=cache)
+        x_set = self.tall_observation(i, n_obs)
+        path = cache_dir() / "references" / self.cache_key() / f"obs{i}_nobs{n_obs}_n{n}.pt"
+        if cache and path.exists():
+            return torch.load(path)
+        s = self._reference_set(x_set, n, seed=batch_seed(self.observation_seed + 4, i) + n_obs).float()
+        if cache:
+            _save(s, path)
+        return s
+
+
+class MCMCReferenceTask(TallData, Task):
     """A task whose reference posterior is :func:`checked_mcmc` against its exact likelihood.
 
     Subclasses implement ``_ll64(theta (m, d) float64, x (dim_x,) float64) -> (m,)`` and may
@@ -289,32 +320,6 @@ class MCMCReferenceTask(Task):
 
     def _reference(self, x: Tensor, n: int, seed: int) -> Tensor:
         return self._reference_set(x.reshape(1, -1), n, seed)
-
-    # tall data --------------------------------------------------------------------------------
-    def tall_observation(self, i: int = 1, n_obs: int = 1) -> Tensor:
-        """``n_obs`` iid observations ``(n_obs, dim_x)`` from ``true_parameters(i)``; row 0 is ``observation(i)``."""
-        i = self._check_index(i)
-        if isinstance(n_obs, bool) or not isinstance(n_obs, int) or n_obs < 1:
-            raise ValueError(f"n_obs must be an integer >= 1, got {n_obs!r}")
-        theta = self.true_parameters(i)
-        rows = [self.observation(i)]
-        if n_obs > 1:
-            rows.append(self.simulator(theta.expand(n_obs - 1, -1),
-                                       seed=batch_seed(self.observation_seed + 3, i)).reshape(n_obs - 1, -1))
-        return torch.cat([r.reshape(-1, self.dim_x) for r in rows])
-
-    def tall_reference_samples(self, i: int = 1, n_obs: int = 1, n: int = 10_000, *, cache: bool = True) -> Tensor:
-        """Reference samples ``(n, dim_theta)`` of ``p(theta | tall_observation(i, n_obs))`` (cached)."""
-        if n_obs == 1:
-            return self.reference_samples(i, n, cache=cache)
-        x_set = self.tall_observation(i, n_obs)
-        path = cache_dir() / "references" / self.cache_key() / f"obs{i}_nobs{n_obs}_n{n}.pt"
-        if cache and path.exists():
-            return torch.load(path)
-        s = self._reference_set(x_set, n, seed=batch_seed(self.observation_seed + 4, i) + n_obs).float()
-        if cache:
-            _save(s, path)
-        return s
 
     def regenerate(self, i: int = 1, n: int = 10_000) -> Tensor:
         """Recompute the reference of observation ``i`` and overwrite its cache."""

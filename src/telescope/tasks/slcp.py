@@ -34,6 +34,7 @@ from torch import Tensor
 from ..priors import BoxUniform
 from ..simulators import Simulator
 from . import register
+from ._benchmark import TallData
 from ._mcmc_reference import mcmc_reference
 from .base import Task
 
@@ -48,7 +49,7 @@ def _params(theta: Tensor):
 
 
 @register("slcp")
-class SLCP(Task):
+class SLCP(TallData, Task):
     """Uniform prior on ``[-3, 3]^5``; four iid bivariate Gaussian draws (8-d ``x``).
 
     Arguments:
@@ -81,9 +82,10 @@ class SLCP(Task):
         """``log p(x | theta)``: ``theta (m, 5)`` with one ``x (8,)`` or paired rows ``x (m, 8)``."""
         return self._ll64(theta, x).float()
 
-    def _ll64(self, theta: Tensor, x: Tensor) -> Tensor:
+    def _ll64(self, theta: Tensor, x: Tensor, draws: int = _N_DRAWS) -> Tensor:
+        """Summed over ``draws`` bivariate rows per ``x`` (``4 n_obs`` for a tall set passed flat)."""
         theta = torch.as_tensor(theta, dtype=torch.float64)
-        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, _N_DRAWS, 2)
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, draws, 2)
         m1, m2, s1, s2, rho = (p.unsqueeze(-1) for p in _params(theta))
         d1 = (x[..., 0] - m1) / s1
         d2 = (x[..., 1] - m2) / s2
@@ -93,49 +95,57 @@ class SLCP(Task):
         return torch.where(torch.isnan(ll), torch.full_like(ll, -float("inf")), ll)
 
     # -- reference: non-centred, folded parametrisation ------------------------------------
-    # Given (theta_3, theta_4, theta_5), the likelihood is Gaussian in m = (theta_1, theta_2):
-    # N(m; xbar, C / 4) times a function of C alone.  Sampling w = A^{-1} (m - xbar), with
-    # A = chol(C / 4), instead of m removes the funnel between the location and the scales
-    # (e.g. theta_4 near 0 pins theta_2); the Jacobian |A| is part of the target.  The
-    # target is also folded onto theta_3, theta_4 >= 0, one of the four symmetric modes.
+    # Given (theta_3, theta_4, theta_5), the likelihood of k bivariate draws is Gaussian in
+    # m = (theta_1, theta_2): N(m; xbar, C / k) times a function of C alone (k = 4 for one x,
+    # 4 n_obs for a tall set).  Sampling w = A^{-1} (m - xbar), with A = chol(C / k), instead of
+    # m removes the funnel between the location and the scales (e.g. theta_4 near 0 pins
+    # theta_2); the Jacobian |A| is part of the target.  The target is also folded onto
+    # theta_3, theta_4 >= 0, one of the four symmetric modes.
     @staticmethod
-    def _chol_quarter(phi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _chol_scaled(phi: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
         s1, s2, rho = phi[:, 0] ** 2, phi[:, 1] ** 2, torch.tanh(phi[:, 2])
-        return 0.5 * s1, 0.5 * rho * s2, 0.5 * s2 * torch.sqrt(1 - rho**2)  # a11, a21, a22
+        c = 1 / math.sqrt(k)
+        return c * s1, c * rho * s2, c * s2 * torch.sqrt(1 - rho**2)  # a11, a21, a22
 
-    def _from_w(self, v: Tensor, xbar: Tensor) -> Tensor:
-        a11, a21, a22 = self._chol_quarter(v[:, 2:])
+    def _from_w(self, v: Tensor, xbar: Tensor, k: int) -> Tensor:
+        a11, a21, a22 = self._chol_scaled(v[:, 2:], k)
         m1 = xbar[0] + a11 * v[:, 0]
         m2 = xbar[1] + a21 * v[:, 0] + a22 * v[:, 1]
         return torch.cat([torch.stack([m1, m2], -1), v[:, 2:]], -1)
 
-    def _to_w(self, theta: Tensor, xbar: Tensor) -> tuple[Tensor, Tensor]:
-        a11, a21, a22 = self._chol_quarter(theta[:, 2:])
+    def _to_w(self, theta: Tensor, xbar: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        a11, a21, a22 = self._chol_scaled(theta[:, 2:], k)
         w1 = (theta[:, 0] - xbar[0]) / a11
         w2 = (theta[:, 1] - xbar[1] - a21 * w1) / a22
         return torch.cat([torch.stack([w1, w2], -1), theta[:, 2:]], -1), torch.log(a11 * a22)
 
     def _log_target_w(self, v: Tensor, x: Tensor, xbar: Tensor) -> Tensor:
-        theta = self._from_w(v, xbar)
-        a11, _, a22 = self._chol_quarter(v[:, 2:])
+        k = x.numel() // 2
+        theta = self._from_w(v, xbar, k)
+        a11, _, a22 = self._chol_scaled(v[:, 2:], k)
         inside = (theta.abs() <= 3).all(-1) & (v[:, 2:4] > 0).all(-1)
-        lp = self._ll64(theta, x) + torch.log(a11 * a22)
+        lp = self._ll64(theta, x, draws=k) + torch.log(a11 * a22)
         lp = torch.where(torch.isnan(lp), torch.full_like(lp, -float("inf")), lp)
         return torch.where(inside, lp, torch.full_like(lp, -float("inf")))
 
     def _reference(self, x: Tensor, n: int, seed: int) -> Tensor:
+        return self._reference_set(x.reshape(1, -1), n, seed)
+
+    def _reference_set(self, x_set: Tensor, n: int, seed: int) -> Tensor:
+        """Reference for ``n_obs`` iid observations ``x_set (n_obs, 8)``: their ``4 n_obs`` draws pooled."""
         g = torch.Generator().manual_seed(int(seed))
-        x = x.double()
-        xbar = x.reshape(_N_DRAWS, 2).mean(0)
+        x = x_set.double().reshape(-1)
+        k = x.numel() // 2
+        xbar = x.reshape(k, 2).mean(0)
         low, high = self.prior.low.double(), self.prior.high.double()
         props = low + (high - low) * torch.rand(self.n_proposals, 5, generator=g, dtype=torch.float64)
         props[:, 2:4] = props[:, 2:4].abs().clamp_min(1e-6)  # uniform on the folded box
-        v, log_det = self._to_w(props, xbar)  # proposal density in w-coordinates: |A| (uniform in theta)
+        v, log_det = self._to_w(props, xbar, k)  # proposal density in w-coordinates: |A| (uniform in theta)
         v, r = mcmc_reference(lambda u: self._log_target_w(u, x, xbar), v, n, seed=seed + 1,
                               proposal_log_prob=log_det, chains=self.chains, warmup=self.warmup,
                               thin=self.thin, name=self.name)
         self.diagnostics = {"rhat": r}
-        samples = self._from_w(v, xbar)
+        samples = self._from_w(v, xbar, k)
         signs = torch.randint(0, 2, (samples.shape[0], 2), generator=g).double() * 2 - 1
         samples[:, 2:4] = samples[:, 2:4] * signs
         return samples

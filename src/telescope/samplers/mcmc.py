@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..utils import progress
 
-__all__ = ["slice_sample", "sir", "mcmc_posterior", "rhat"]
+__all__ = ["slice_sample", "whitened_slice", "sir", "mcmc_posterior", "rhat"]
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -177,13 +177,49 @@ def rhat(chains: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def _whitening(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean ``(d,)`` and Cholesky factor ``(d, d)`` of the spread of the chains ``x (c, d)``."""
+    mu = x.mean(0)
+    cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1])
+    cov = cov + 1e-10 * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    try:
+        chol = torch.linalg.cholesky(cov)
+    except RuntimeError:  # degenerate spread: scale only
+        chol = torch.diag(cov.diagonal().clamp_min(1e-12).sqrt())
+    return mu, chol
+
+
+def whitened_slice(log_prob: LogProb, init: Tensor, per_chain: int, warmup: int, thin: int,
+                   g: torch.Generator | None = None, progress_bar: bool = False) -> Tensor:
+    """Slice sampling of ``init (chains, d)`` that whitens after half the warm-up: ``(per_chain, chains, d)``.
+
+    After ``max(1, warmup // 2)`` sweeps the chains' mean ``mu`` and Cholesky factor ``L`` are estimated
+    and sampling continues in ``z = L^{-1} (theta - mu)`` (a constant Jacobian), which removes linear
+    correlations between the coordinates the slice sampler moves along.
+    """
+    first = max(1, warmup // 2)
+    x = slice_sample(log_prob, init, 1, warmup=first - 1, generator=g)[-1]  # (chains, d)
+    mu, chol = _whitening(x)
+    z0 = torch.linalg.solve_triangular(chol, (x - mu).T, upper=False).T
+
+    def log_prob_z(z: Tensor) -> Tensor:
+        return log_prob(mu + z @ chol.T)
+
+    s = slice_sample(log_prob_z, z0, per_chain, warmup=max(0, warmup - first), thin=thin, generator=g,
+                     progress_bar=progress_bar)
+    return mu + s @ chol.T
+
+
 def mcmc_posterior(log_prob: LogProb, prior, n: int, *, chains: int = 100, warmup: int = 100, thin: int = 2,
-                   n_proposals: int = 10_000, seed: int | None = None, device=None,
+                   n_proposals: int = 10_000, seed: int | None = None, device=None, whiten: bool = True,
                    progress_bar: bool = False) -> Tensor:
     """``n`` posterior samples ``(n, d)`` from ``log_prob`` (which must include the prior).
 
-    Chains are initialised by SIR of ``n_proposals`` prior draws, then slice-sampled; the
-    samples of all chains are pooled and shuffled.
+    Chains are initialised by SIR of ``n_proposals`` prior draws, then slice-sampled; with
+    ``whiten`` (default) the second half of the warm-up and the sampling run in coordinates
+    whitened by the chains' covariance (:func:`whitened_slice`), which mixes much faster on
+    correlated posteriors for the same number of sweeps.  The samples of all chains are pooled
+    and shuffled.
     """
     g = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ()).item()))
     torch_state = torch.random.fork_rng(devices=[])
@@ -195,7 +231,10 @@ def mcmc_posterior(log_prob: LogProb, prior, n: int, *, chains: int = 100, warmu
     chains = max(1, min(chains, n))
     init = sir(log_prob, props, chains, generator=g)
     per_chain = -(-n // chains)
-    s = slice_sample(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g,
-                     progress_bar=progress_bar)
+    if whiten and warmup >= 2 and chains > init.shape[1]:
+        s = whitened_slice(log_prob, init, per_chain, warmup, thin, g, progress_bar=progress_bar)
+    else:
+        s = slice_sample(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g,
+                         progress_bar=progress_bar)
     flat = s.reshape(-1, s.shape[-1])
     return flat[torch.randperm(flat.shape[0], generator=g)[:n].to(flat.device)]

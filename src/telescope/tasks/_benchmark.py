@@ -26,9 +26,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..samplers.mcmc import rhat, sir, slice_sample
+from ..samplers.mcmc import rhat, sir, slice_sample, whitened_slice
 from ..simulators import batch_seed
-from ._mcmc_reference import random_walk_metropolis, whitened_slice
+from ._mcmc_reference import random_walk_metropolis
 from .base import Task, cache_dir
 
 __all__ = ["rk4", "ess", "checked_mcmc", "TallData", "MCMCReferenceTask", "ODEReferenceTask", "regenerate"]

@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..samplers.mcmc import rhat, sir, slice_sample
+from ..samplers.mcmc import _whitening, rhat, sir, slice_sample, whitened_slice
 
 __all__ = ["mcmc_reference", "random_walk_metropolis", "mixture_importance_resampling", "RHAT_WARN"]
 
@@ -45,18 +45,6 @@ LogProb = Callable[[Tensor], Tensor]
 def _eval(log_prob: LogProb, x: Tensor) -> Tensor:
     lp = log_prob(x)
     return torch.where(torch.isnan(lp), torch.full_like(lp, -float("inf")), lp)
-
-
-def _whitening(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean ``(d,)`` and Cholesky factor ``(d, d)`` of the spread of the chains ``x (c, d)``."""
-    mu = x.mean(0)
-    cov = torch.cov(x.T).reshape(x.shape[1], x.shape[1])
-    cov = cov + 1e-10 * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(x.shape[1], dtype=x.dtype)
-    try:
-        chol = torch.linalg.cholesky(cov)
-    except RuntimeError:  # degenerate spread: scale only
-        chol = torch.diag(cov.diagonal().clamp_min(1e-12).sqrt())
-    return mu, chol
 
 
 @torch.no_grad()
@@ -99,26 +87,6 @@ def random_walk_metropolis(log_prob: LogProb, init: Tensor, n_samples: int, *, w
         elif (it - warmup) % thin == thin - 1:
             out.append(x.clone())
     return torch.stack(out)
-
-
-def whitened_slice(log_prob: LogProb, init: Tensor, per_chain: int, warmup: int, thin: int,
-                   g: torch.Generator) -> Tensor:
-    """Slice sampling of ``init (chains, d)`` that whitens after half the warm-up: ``(per_chain, chains, d)``.
-
-    After ``max(1, warmup // 2)`` sweeps the chains' mean ``mu`` and Cholesky factor ``L`` are estimated
-    and sampling continues in ``z = L^{-1} (theta - mu)`` (a constant Jacobian), which removes linear
-    correlations between the coordinates the slice sampler moves along.
-    """
-    first = max(1, warmup // 2)
-    x = slice_sample(log_prob, init, 1, warmup=first - 1, generator=g)[-1]  # (chains, d)
-    mu, chol = _whitening(x)
-    z0 = torch.linalg.solve_triangular(chol, (x - mu).T, upper=False).T
-
-    def log_prob_z(z: Tensor) -> Tensor:
-        return log_prob(mu + z @ chol.T)
-
-    s = slice_sample(log_prob_z, z0, per_chain, warmup=max(0, warmup - first), thin=thin, generator=g)
-    return mu + s @ chol.T
 
 
 @torch.no_grad()

@@ -224,6 +224,24 @@ def test_slcp_tall_reference_matches_importance_sampling_of_the_pooled_likelihoo
     assert ((ref[:, 2:4] > 0).double().mean(0) - 0.5).abs().max() < 0.05  # both signs of each mode
 
 
+def test_slcp_reference_reruns_unconverged_chains_then_warns(monkeypatch):
+    import telescope.tasks.slcp as slcp_module
+
+    calls = []
+
+    def unconverged(*args, **kwargs):
+        calls.append((kwargs["warmup"], kwargs["thin"]))
+        samples, r = real(*args, **kwargs)
+        return samples, r + 0.5
+    real = slcp_module.mcmc_reference
+    monkeypatch.setattr(slcp_module, "mcmc_reference", unconverged)
+    task = tasks.get("slcp")
+    task.chains, task.warmup, task.thin = 50, 10, 1
+    with pytest.warns(RuntimeWarning, match="split-R-hat .* after 3 runs"):
+        task.tall_reference_samples(1, 2, 200, cache=False)
+    assert calls == [(10, 1), (20, 2), (40, 4)] and task.diagnostics["attempts"] == 3
+
+
 def test_slcp_distractors_is_slcp_plus_a_theta_free_mixture():
     task, slcp = tasks.get("slcp_distractors"), tasks.get("slcp")
     x = task.observation(4)

@@ -176,7 +176,6 @@ def rhat(chains: Tensor) -> Tensor:
     return (var / w).sqrt().float()
 
 
-@torch.no_grad()
 def _whitening(x: Tensor) -> tuple[Tensor, Tensor]:
     """Mean ``(d,)`` and Cholesky factor ``(d, d)`` of the spread of the chains ``x (c, d)``."""
     mu = x.mean(0)
@@ -210,6 +209,7 @@ def whitened_slice(log_prob: LogProb, init: Tensor, per_chain: int, warmup: int,
     return mu + s @ chol.T
 
 
+@torch.no_grad()
 def mcmc_posterior(log_prob: LogProb, prior, n: int, *, chains: int = 100, warmup: int = 100, thin: int = 2,
                    n_proposals: int = 10_000, seed: int | None = None, device=None, whiten: bool = True,
                    progress_bar: bool = False) -> Tensor:

@@ -136,6 +136,7 @@ def main(argv=None) -> int:
             rows += more
             tasks += [t for t in spec["tasks"] if t not in tasks]
         spec = {**spec, "tasks": tasks}
+        rows = list({bench.cell_key(r["cell"]): r for r in rows}.values())  # a cell in two files: the later one
     else:
         with contextlib.redirect_stdout(sys.stderr):  # progress lines to stderr: stdout is the JSON
             rows = bench.run(spec, out)

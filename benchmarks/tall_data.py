@@ -130,12 +130,13 @@ def main(argv=None) -> int:
                            samples=args.samples,
                            sample_options={m: o for m, o in options.items() if m in args.methods})
     if args.summary_only is not None:
-        rows, tasks = [], []
+        rows, union = [], {"tasks": [], "budgets": [], "n_obs": [], "observations": []}
         for path in args.summary_only or [out]:
             spec, more = bench.read_results(path)
             rows += more
-            tasks += [t for t in spec["tasks"] if t not in tasks]
-        spec = {**spec, "tasks": tasks}
+            for k, seen in union.items():
+                seen += [v for v in spec[k] if v not in seen]
+        spec = {**spec, **{k: v if k == "tasks" else sorted(v) for k, v in union.items()}}
         rows = list({bench.cell_key(r["cell"]): r for r in rows}.values())  # a cell in two files: the later one
     else:
         with contextlib.redirect_stdout(sys.stderr):  # progress lines to stderr: stdout is the JSON

@@ -42,6 +42,7 @@ from telescope.metrics import sliced_wasserstein
 
 METHODS = ("npse_gauss", "npse_jac", "npse_fnpse")
 LABELS = {"npse_gauss": "GAUSS", "npse_jac": "JAC", "npse_fnpse": "F-NPSE"}
+COLOURS = {"npse_gauss": "C0", "npse_jac": "C1", "npse_fnpse": "C2"}  # fixed: a method with no points keeps its colour
 
 
 def floor(task_name: str, i: int, n_obs: int, samples: int) -> float:
@@ -85,7 +86,8 @@ def plot(table: list[dict], floors: dict, spec: dict, path: Path) -> None:
                              if r["task"] == task and r["n_obs"] == n and r["method"] == method and "swd" in r)
                 if pts:
                     x, y, e = zip(*pts)
-                    ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=LABELS.get(method, method))
+                    ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2, label=LABELS.get(method, method),
+                                color=COLOURS.get(method))
             f = floors.get(f"{task}|{n}")
             if f is not None:
                 ax.axhspan(0, f, color="grey", alpha=0.25, lw=0)

@@ -86,6 +86,27 @@ def test_c2st_shifted_distributions_near_one_and_numpy_input():
     assert acc > 0.97
 
 
+@pytest.mark.parametrize("shift", [0.5, 1.0])
+def test_c2st_reaches_the_bayes_accuracy_of_two_gaussians(shift):
+    """N(0, 1) against N(shift, 1): the best classifier thresholds at shift / 2, accuracy Phi(shift / 2).
+    A trained classifier can only fall short of it (up to sampling noise of the held-out folds)."""
+    g = _gen(7)
+    p, q = torch.randn(3000, 1, generator=g), torch.randn(3000, 1, generator=g) + shift
+    bayes = 0.5 * (1 + math.erf(shift / 2 / math.sqrt(2)))
+    assert abs(c2st(p, q, seed=1) - bayes) < 0.02
+
+
+def test_c2st_torch_backend_agrees_with_sklearn():
+    """Same recipe and folds, different random numbers: the accuracies agree to sampling noise."""
+    g = _gen(8)
+    p = torch.randn(1500, 3, generator=g)
+    q = torch.randn(1500, 3, generator=g) * torch.tensor([1.0, 1.3, 1.0]) + torch.tensor([0.3, 0.0, 0.0])
+    a, b = c2st(p, q, seed=2), c2st(p, q, seed=2, backend="sklearn")
+    assert 0.55 < a < 0.75 and abs(a - b) < 0.02
+    with pytest.raises(ValueError, match="backend"):
+        c2st(p, q, backend="jax")
+
+
 def test_c2st_subsampling_and_seed_are_deterministic():
     g = _gen(2)
     p, q = torch.randn(600, 1, generator=g), torch.randn(500, 1, generator=g) + 1.0
@@ -345,8 +366,8 @@ def test_calibration_bad_inputs_name_the_argument():
 def test_c2st_parallel_folds_give_the_same_accuracy():
     g = torch.Generator().manual_seed(3)
     p, q = torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + 0.5
-    one = c2st(p, q, seed=1)
+    one = c2st(p, q, seed=1, backend="sklearn")
     assert 0.55 < one < 0.75  # a half-sd shift is partly detectable
-    assert c2st(p, q, seed=1, n_jobs=2) == one
+    assert c2st(p, q, seed=1, n_jobs=2, backend="sklearn") == one
     with pytest.raises(ValueError, match="n_jobs"):
         c2st(p, q, n_jobs=0)

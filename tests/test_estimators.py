@@ -60,6 +60,23 @@ def test_npe_rejects_outside_a_bounded_prior_and_reports_acceptance():
         est.sample(torch.tensor([40.0, 40.0]), 10**7, seed=0, max_time=0.5)
 
 
+def test_npe_rejection_in_many_small_rounds_gives_the_same_posterior(monkeypatch):
+    """Rounds of at most ``_ROUND`` flow draws bound memory; many small rounds must fill every slot with
+    in-support draws of the same truncated distribution as one large round."""
+    import telescope.estimators.npe as npe_mod
+
+    prior = ts.BoxUniform([0.0, 0.0], [1.0, 1.0])
+    sim = ts.Simulator(lambda th, u: th + 0.3 * u, noise=lambda k, g: torch.randn(k, 2, generator=g), name="box")
+    theta, x = ts.simulate(sim, prior, 2000, seed=0, progress_bar=False)
+    est = ts.NPE(prior, transforms=2, hidden=(32, 32)).fit(theta, x, max_epochs=20, progress_bar=False)
+    x_o = torch.tensor([[0.0, 0.0], [0.5, 0.9]])
+    big = est.sample_batched(x_o, 4000, seed=0)
+    monkeypatch.setattr(npe_mod, "_ROUND", 256)
+    small = est.sample_batched(x_o, 4000, seed=1)
+    assert small.shape == (4000, 2, 2) and ((small >= 0) & (small <= 1)).all()
+    assert (small.mean(0) - big.mean(0)).abs().max() < 0.03  # sd of a mean of 4000 draws <= 0.005
+
+
 def test_nle_matches_analytic_posterior_and_tall_data():
     prior, theta, x = _linear_problem()
     # an affine (MAF) flow represents this Gaussian likelihood exactly, so the tolerances below test the

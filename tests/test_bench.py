@@ -103,6 +103,28 @@ def test_cells_that_differ_only_in_sampler_or_n_obs_share_one_training(tmp_path,
     assert len({r["train_s"] for r in recs}) == 1 and all(r["swd"] > 0 for r in recs)
 
 
+def test_fit_options_reach_the_estimator_and_its_training(tmp_path, monkeypatch):
+    """Constructor arguments (K, width) and fit arguments (batch_size, max_epochs) both arrive, per method."""
+    monkeypatch.setattr(bench, "_reference", lambda task, i, n_obs, n: task.prior.sample((n,)))
+    built = []
+    fit = bench._fit
+
+    def recording_fit(kind, *a, **k):
+        est, epochs = fit(kind, *a, **k)
+        built.append(est)
+        return est, epochs
+
+    monkeypatch.setattr(bench, "_fit", recording_fit)
+    spec = bench.make_spec(methods=["nre_c", "nre_b"], tasks=["two_moons"], budgets=[300], metrics=["swd"],
+                           samples=50, fit_options={"nre_c": {"K": 3, "width": 16, "batch_size": 64,
+                                                              "max_epochs": 2}})
+    assert bench.cells(spec) and spec["fit_options"]["nre_c"]["K"] == 3
+    bench.run(spec, tmp_path / "r.jsonl", quiet=True)
+    c, b = built
+    assert (c.K, c.config["width"], c.gamma, c.history["epochs"]) == (3, 16, 1.0, 2)
+    assert (b.K, b.config["width"], b.gamma) == (9, 50, float("inf"))  # nre_b keeps the defaults
+
+
 def test_results_file_of_another_grid_is_refused(tmp_path):
     out = tmp_path / "r.jsonl"
     spec = bench.make_spec(methods=["npe"], metrics=["c2st"], **TINY)
@@ -121,6 +143,8 @@ def test_results_file_of_another_grid_is_refused(tmp_path):
     (dict(n_obs=[1, 8]), "take one observation only"),
     (dict(sample_options={"nle": {"steps": 3}}), r"names methods \['nle'\] that are not telescope methods"),
     (dict(sample_options={"npe": 3}), "must map method names to dicts"),
+    (dict(fit_options={"nle": {"K": 3}}), r"fit_options names methods \['nle'\] that are not telescope methods"),
+    (dict(fit_options={"npe": {"K": 3}}), r"fit_options for 'npe' has unknown arguments \['K'\]"),
 ])
 def test_bad_input_is_a_clear_error(kwargs, message):
     args = {**TINY, "methods": ["npe"], **kwargs}

@@ -76,11 +76,15 @@ def _say(msg: str, quiet: bool = False) -> None:
 # -- the grid ---------------------------------------------------------------------------------
 def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,), metrics=DEFAULT_METRICS,
               samples: int = 10_000, c2st_max_samples: int | None = None, max_epochs: int | None = None,
-              max_time: float | None = None, sample_options: dict | None = None) -> dict:
+              max_time: float | None = None, sample_options: dict | None = None,
+              fit_options: dict | None = None) -> dict:
     """Check a grid and return it as a plain (JSON-able) spec; bad names and values raise ``ValueError``.
 
     ``sample_options`` maps a method of the grid to keyword arguments of its estimator's ``sample``
-    (e.g. ``{"npse_jac": {"steps": 250}}``); it is part of the spec only when given."""
+    (e.g. ``{"npse_jac": {"steps": 250}}``).  ``fit_options`` maps a method to keyword arguments of its
+    estimator's constructor and ``fit`` (e.g. ``{"nre_c": {"K": 49, "width": 128, "batch_size": 512}}``;
+    the tall-data samplers train as ``npse``, so their network is set under ``"npse"``).  Each is part of
+    the spec only when given, so results files of grids without them still resume."""
     from . import tasks as task_registry
 
     def listed(name, values, allowed=None):
@@ -136,16 +140,48 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
     spec = {"format": FORMAT, "methods": methods, "tasks": tasks, "budgets": budgets, "seeds": seeds,
             "observations": observations, "n_obs": n_obs, "metrics": metrics, "samples": samples,
             "c2st_max_samples": c2st_max_samples, "max_epochs": max_epochs, "max_time": max_time}
-    if sample_options:
-        if not isinstance(sample_options, dict) or not all(isinstance(v, dict) for v in sample_options.values()):
-            raise ValueError(f"sample_options must map method names to dicts of sample() arguments, "
-                             f"got {sample_options!r}")
-        bad = [m for m in sample_options if m not in methods or m.startswith("sbi_")]
+    ours = [m for m in methods if not m.startswith("sbi_")]
+    trained = list(dict.fromkeys(TRAINED_AS.get(m, m) for m in ours))  # the estimators the grid trains
+    for name, options, allowed, what in (("sample_options", sample_options, ours, "sample()"),
+                                         ("fit_options", fit_options, trained, "constructor and fit()")):
+        if not options:
+            continue
+        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+            raise ValueError(f"{name} must map method names to dicts of {what} arguments, got {options!r}")
+        bad = [m for m in options if m not in allowed]
         if bad:
-            raise ValueError(f"sample_options names methods {bad} that are not telescope methods of this grid "
-                             f"({', '.join(m for m in methods if not m.startswith('sbi_'))})")
-        spec["sample_options"] = json.loads(json.dumps(sample_options))  # plain JSON, as the header stores it
+            raise ValueError(f"{name} names methods {bad} that are not telescope methods this grid "
+                             f"{'samples with' if name == 'sample_options' else 'trains'} ({', '.join(allowed)})")
+        if name == "fit_options":
+            for m, kw in options.items():
+                unknown = sorted(set(kw) - _fit_keywords(m))
+                if unknown:
+                    raise ValueError(f"fit_options for {m!r} has unknown arguments {unknown}; known: "
+                                     f"{', '.join(sorted(_fit_keywords(m)))}")
+        spec[name] = json.loads(json.dumps(options))  # plain JSON, as the header stores it
     return spec
+
+
+def _estimator_class(kind: str):
+    import telescope as ts
+
+    return {"npe": ts.NPE, "nle": ts.NLE, "nre_c": ts.NRE, "nre_b": ts.NRE, "npse": ts.NPSE}[kind]
+
+
+def _fit_keywords(kind: str) -> set[str]:
+    """Arguments ``fit_options`` may set for an estimator kind: its constructor's and the training loop's."""
+    import inspect
+
+    from .train import train
+
+    cls = _estimator_class(kind)
+    skip = {"self", "prior", "module", "loss_fn", "data", "progress_bar", "desc", "device", "seed", "backward",
+            "embedding"}  # the grid sets seeds; modules and callables are not JSON
+    names = set(inspect.signature(cls.__init__).parameters) | set(inspect.signature(train).parameters)
+    names |= set(inspect.signature(cls.fit).parameters) - {"theta", "x", "train_kwargs"}
+    if kind == "nre_b":
+        names.discard("gamma")  # nre_b is gamma = inf
+    return {n for n in names if n not in skip and not n.startswith("_")} - {"args", "kwargs"}
 
 
 def cells(spec: dict) -> list[dict]:
@@ -232,13 +268,16 @@ def _fit(kind: str, task, theta, x, seed: int, spec: dict):
         fit["max_epochs"] = spec["max_epochs"]
     if spec["max_time"] is not None:
         fit["max_time"] = spec["max_time"]
-    if kind in ("npe", "nle"):
-        est = (ts.NPE if kind == "npe" else ts.NLE)(task.prior, seed=seed).fit(theta, x, **fit)
-    elif kind in ("nre_c", "nre_b"):
-        est = ts.NRE(task.prior, gamma=1.0 if kind == "nre_c" else math.inf, seed=seed)
-        est.fit(theta, x, mi_samples=0, **fit)
-    else:  # npse, shared by its tall-data samplers
-        est = ts.NPSE(task.prior, seed=seed).fit(theta, x, **fit)
+    import inspect
+
+    cls = _estimator_class(kind)
+    options = dict(spec.get("fit_options", {}).get(kind, {}))
+    init_names = set(inspect.signature(cls.__init__).parameters)
+    init = {k: options.pop(k) for k in list(options) if k in init_names}
+    if kind in ("nre_c", "nre_b"):
+        init.setdefault("gamma", 1.0 if kind == "nre_c" else math.inf)
+        fit.setdefault("mi_samples", 0)
+    est = cls(task.prior, seed=seed, **init).fit(theta, x, **{**fit, **options})
     return est, est.history.get("epochs")
 
 

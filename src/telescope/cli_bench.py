@@ -67,7 +67,8 @@ def cmd_bench(args) -> int:
                            seeds=_ints("seeds", args.seeds), observations=_ints("observations", args.observations),
                            n_obs=_ints("n-obs", args.n_obs), metrics=_names(args.metrics), samples=args.samples,
                            c2st_max_samples=args.c2st_max_samples, max_epochs=args.max_epochs,
-                           max_time=args.max_time, sample_options=_json("sample-options", args.sample_options))
+                           max_time=args.max_time, sample_options=_json("sample-options", args.sample_options),
+                           fit_options=_json("fit-options", args.fit_options))
     rows = bench.run(spec, args.out, max_cells=args.max_cells, retry_errors=args.retry_errors, quiet=args.quiet)
     print(bench.summary_table(rows, spec["metrics"]))
     if args.plot:
@@ -101,6 +102,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--max-time", type=float, default=None, help="training time cap per cell in seconds")
     p.add_argument("--sample-options", default=None, metavar="JSON",
                    help='sample() arguments per method, e.g. \'{"npse_jac": {"steps": 250}}\'')
+    p.add_argument("--fit-options", default=None, metavar="JSON",
+                   help='estimator and fit() arguments per method, e.g. \'{"nre_c": {"K": 49, "width": 128}}\'')
     p.add_argument("--out", default="runs/bench/results.jsonl", help="results file (appended; resumable)")
     p.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     p.add_argument("--retry-errors", action="store_true", help="recompute cells recorded with an error")

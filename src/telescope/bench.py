@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -170,8 +171,6 @@ def _estimator_class(kind: str):
 
 def _fit_keywords(kind: str) -> set[str]:
     """Arguments ``fit_options`` may set for an estimator kind: its constructor's and the training loop's."""
-    import inspect
-
     from .train import train
 
     cls = _estimator_class(kind)
@@ -259,8 +258,6 @@ TRAINED_AS = {"npse_gauss": "npse", "npse_jac": "npse", "npse_fnpse": "npse"}
 def _fit(kind: str, task, theta, x, seed: int, spec: dict):
     """Train one estimator of ``kind`` (a method name, see :data:`TRAINED_AS`); returns ``(model, epochs)``,
     ``model`` a telescope estimator or, for the sbi peers, an sbi posterior."""
-    import telescope as ts
-
     if kind.startswith("sbi_"):
         return _fit_sbi(kind, task, theta, x, seed, spec)
     fit = {"progress_bar": False}
@@ -268,8 +265,6 @@ def _fit(kind: str, task, theta, x, seed: int, spec: dict):
         fit["max_epochs"] = spec["max_epochs"]
     if spec["max_time"] is not None:
         fit["max_time"] = spec["max_time"]
-    import inspect
-
     cls = _estimator_class(kind)
     options = dict(spec.get("fit_options", {}).get(kind, {}))
     init_names = set(inspect.signature(cls.__init__).parameters)

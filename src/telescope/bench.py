@@ -30,7 +30,8 @@ whose method raises is recorded with its ``error`` and not retried (``--retry-er
 
 **Methods.**  ``npe``, ``nle``, ``nre_c`` (gamma = 1, K = 9), ``nre_b`` (gamma = inf), ``npse``
 (plain DDIM for one observation, GAUSS for sets) and its tall-data samplers ``npse_gauss``,
-``npse_jac``, ``npse_fnpse`` — all with the library's defaults.  ``npe`` and the ``sbi`` peers
+``npse_jac``, ``npse_fnpse`` — with the library's defaults unless ``fit_options`` / ``sample_options``
+change them.  ``npe`` and the ``sbi`` peers
 ``sbi_npe``, ``sbi_nle``, ``sbi_nre_c`` (optional, with their own defaults; ``pip install sbi``) take
 ``n_obs = 1`` only.
 

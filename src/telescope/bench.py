@@ -170,6 +170,11 @@ def _estimator_class(kind: str):
     return {"npe": ts.NPE, "nle": ts.NLE, "nre_c": ts.NRE, "nre_b": ts.NRE, "npse": ts.NPSE}[kind]
 
 
+def _init_keywords(kind: str) -> set[str]:
+    """The constructor arguments of an estimator kind (``fit_options`` keys that go to the constructor)."""
+    return set(inspect.signature(_estimator_class(kind).__init__).parameters)
+
+
 def _fit_keywords(kind: str) -> set[str]:
     """Arguments ``fit_options`` may set for an estimator kind: its constructor's and the training loop's."""
     from .train import train
@@ -177,7 +182,7 @@ def _fit_keywords(kind: str) -> set[str]:
     cls = _estimator_class(kind)
     skip = {"self", "prior", "module", "loss_fn", "data", "progress_bar", "desc", "device", "seed", "backward",
             "embedding"}  # the grid sets seeds; modules and callables are not JSON
-    names = set(inspect.signature(cls.__init__).parameters) | set(inspect.signature(train).parameters)
+    names = _init_keywords(kind) | set(inspect.signature(train).parameters)
     names |= set(inspect.signature(cls.fit).parameters) - {"theta", "x", "train_kwargs"}
     if kind == "nre_b":
         names.discard("gamma")  # nre_b is gamma = inf
@@ -268,8 +273,7 @@ def _fit(kind: str, task, theta, x, seed: int, spec: dict):
         fit["max_time"] = spec["max_time"]
     cls = _estimator_class(kind)
     options = dict(spec.get("fit_options", {}).get(kind, {}))
-    init_names = set(inspect.signature(cls.__init__).parameters)
-    init = {k: options.pop(k) for k in list(options) if k in init_names}
+    init = {k: options.pop(k) for k in _init_keywords(kind) & set(options)}
     if kind in ("nre_c", "nre_b"):
         init.setdefault("gamma", 1.0 if kind == "nre_c" else math.inf)
         fit.setdefault("mi_samples", 0)

@@ -182,9 +182,7 @@ def c2st(p: Any, q: Any, *, seed: int = 0, n_folds: int = 5, max_samples: int | 
         >>> c2st(a, b) > 0.95
         True
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.neural_network import MLPClassifier
-    from threadpoolctl import threadpool_limits
+    from sklearn.model_selection import StratifiedKFold
 
     if backend not in ("torch", "sklearn"):
         raise ValueError(f"backend must be 'torch' or 'sklearn', got {backend!r}")
@@ -215,6 +213,10 @@ def c2st(p: Any, q: Any, *, seed: int = 0, n_folds: int = 5, max_samples: int | 
         nets = _fit_fold_mlps(X, y, [torch.as_tensor(tr) for tr, _ in splits], seed=int(seed))
         return float(np.mean([float(((_mlp_logit(X[te], *(w[f] for w in nets)) > 0) == (y[te] > 0.5))
                                     .float().mean()) for f, (_, te) in enumerate(splits)]))
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
+
     clf = MLPClassifier(hidden_layer_sizes=(10 * d, 10 * d), activation="relu", solver="adam",
                         max_iter=10_000, random_state=int(seed))
     # one BLAS thread: the matrices are small, and BLAS threads spinning on busy cores (other processes,
@@ -264,9 +266,8 @@ def _fit_fold_mlps(X: Tensor, y: Tensor, train: list[Tensor], *, seed: int, alph
     n_batches = math.ceil(int(n.max()) / bs)
     active = torch.ones(F, dtype=torch.bool)
     best, bad = torch.full((F,), math.inf), torch.zeros(F, dtype=torch.long)
-    idx, wt = torch.zeros(F, n_batches * bs, dtype=torch.long), torch.zeros(F, n_batches * bs)
-    for f in range(F):
-        wt[f, : n[f]] = 1.0
+    idx = torch.zeros(F, n_batches * bs, dtype=torch.long)
+    wt = (torch.arange(n_batches * bs) < n[:, None]).float()  # 0 on the padding rows of shorter folds
     step = 0
     for _ in range(max_iter):
         for f in range(F):

@@ -10,11 +10,13 @@ Usage::
     python benchmarks/reference_check.py                                   # sir, bernoulli_glm, obs 1-2
     python benchmarks/reference_check.py --tasks sir lotka_volterra slcp --observations 1 2 3 --n 10000
     python benchmarks/reference_check.py --c2st-samples 5000 --out runs/reference_check.json
+    python benchmarks/reference_check.py --tasks sir lotka_volterra slcp --observations 1 --n-obs 30  # tall
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -26,19 +28,24 @@ from telescope import metrics
 from telescope.simulators import batch_seed
 
 
-def check(task, i: int, n: int, c2st_samples: int) -> dict:
-    first = task.reference_samples(i, n)
+def check(task, i: int, n: int, c2st_samples: int, n_obs: int = 1) -> dict:
+    first = task.tall_reference_samples(i, n_obs, n)
     t0 = time.perf_counter()
-    # a seed no reference of this observation uses (the cached one derives from observation_seed + 2)
-    second = task._reference(task.observation(i), n, seed=batch_seed(task.observation_seed + 97, i)).float()
+    # a seed no reference of this observation uses (the cached ones derive from observation_seed + 2 and + 4)
+    seed = batch_seed(task.observation_seed + 97, i) + n_obs
+    if n_obs == 1:
+        second = task._reference(task.observation(i), n, seed=seed).float()
+    else:
+        second = task._reference_set(task.tall_observation(i, n_obs), n, seed=seed).float()
     secs = time.perf_counter() - t0
     diag = getattr(task, "diagnostics", None) or {}
     m = min(c2st_samples, n)
     c = metrics.c2st(first[:m], second[:m], seed=i)
-    out = {"observation": i, "c2st": round(float(c), 4), "seconds": round(secs, 1), "c2st_ok": bool(c <= 0.52)}
+    out = {"observation": i, "n_obs": n_obs, "c2st": round(float(c), 4), "seconds": round(secs, 1), "c2st_ok": bool(c <= 0.52)}
     if "rhat" in diag:
         out["rhat_max"] = round(float(diag["rhat"].max()), 4)
-        out["ess_min"] = round(float(diag["ess"].min()), 1)
+        if "ess" in diag:
+            out["ess_min"] = round(float(diag["ess"].min()), 1)
         out["rhat_ok"] = bool(diag["rhat"].max() < 1.01)
     return out
 
@@ -47,6 +54,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=["sir", "bernoulli_glm"])
     p.add_argument("--observations", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--n-obs", nargs="+", type=int, default=[1],
+                   help="iid observations per set: 1 checks reference_samples, n > 1 tall_reference_samples")
     p.add_argument("--n", type=int, default=10_000, help="reference samples per run")
     p.add_argument("--c2st-samples", type=int, default=5000, help="samples of each run given to the C2ST")
     p.add_argument("--threads", type=int, default=1)
@@ -60,9 +69,9 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--tasks: {name!r} has a {task.reference_kind} reference, not MCMC; MCMC tasks: "
                              f"{[t for t in ts.tasks.list() if ts.tasks.get(t).reference_kind == 'mcmc']}")
         rows = []
-        for i in args.observations:
-            print(f"[reference_check] {name} observation {i} ...", file=sys.stderr, flush=True)
-            rows.append(check(task, i, args.n, args.c2st_samples))
+        for i, k in itertools.product(args.observations, args.n_obs):
+            print(f"[reference_check] {name} observation {i}, n_obs {k} ...", file=sys.stderr, flush=True)
+            rows.append(check(task, i, args.n, args.c2st_samples, k))
             print(f"[reference_check]   -> {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
         result["tasks"][name] = rows
     result["all_ok"] = all(r["c2st_ok"] and r.get("rhat_ok", True) for rows in result["tasks"].values() for r in rows)

@@ -41,7 +41,8 @@ def check(task, i: int, n: int, c2st_samples: int, n_obs: int = 1) -> dict:
     diag = getattr(task, "diagnostics", None) or {}
     m = min(c2st_samples, n)
     c = metrics.c2st(first[:m], second[:m], seed=i)
-    out = {"observation": i, "n_obs": n_obs, "c2st": round(float(c), 4), "seconds": round(secs, 1), "c2st_ok": bool(c <= 0.52)}
+    out = {"observation": i, "n_obs": n_obs, "c2st": round(float(c), 4), "seconds": round(secs, 1),
+           "c2st_ok": bool(c <= 0.52)}
     if "rhat" in diag:
         out["rhat_max"] = round(float(diag["rhat"].max()), 4)
         if "ess" in diag:

@@ -29,7 +29,7 @@ from telescope.simulators import batch_seed
 
 
 def check(task, i: int, n: int, c2st_samples: int, n_obs: int = 1) -> dict:
-    first = task.tall_reference_samples(i, n_obs, n)
+    first = task.reference_samples(i, n) if n_obs == 1 else task.tall_reference_samples(i, n_obs, n)
     t0 = time.perf_counter()
     # a seed no reference of this observation uses (the cached ones derive from observation_seed + 2 and + 4)
     seed = batch_seed(task.observation_seed + 97, i) + n_obs

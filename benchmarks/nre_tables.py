@@ -88,16 +88,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.sources:
         rows = [r for path in args.sources for r in bench.read_results(path)[1]]
-        observations = args.observations
     else:
-        observations = None  # every observation of the cells just run
         torch.set_num_threads(args.threads)
         spec = bench.make_spec(methods=args.methods, tasks=args.tasks, budgets=args.budgets,
                                observations=args.observations or [1, 2, 3], metrics=["c2st"], samples=args.samples,
                                fit_options=json.loads(args.fit_options) if args.fit_options else None)
         with contextlib.redirect_stdout(sys.stderr):  # progress lines to stderr: stdout is the JSON
             rows = bench.run(spec, args.out)
-    json.dump({"paper": "Miller et al., Tables 3-4", **table(rows, observations)}, sys.stdout, indent=1)
+    json.dump({"paper": "Miller et al., Tables 3-4", **table(rows, args.observations)}, sys.stdout, indent=1)
     print()
     return 0
 

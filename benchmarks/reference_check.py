@@ -29,14 +29,14 @@ from telescope.simulators import batch_seed
 
 
 def check(task, i: int, n: int, c2st_samples: int, n_obs: int = 1) -> dict:
-    first = task.reference_samples(i, n) if n_obs == 1 else task.tall_reference_samples(i, n_obs, n)
-    t0 = time.perf_counter()
     # a seed no reference of this observation uses (the cached ones derive from observation_seed + 2 and + 4)
     seed = batch_seed(task.observation_seed + 97, i) + n_obs
-    if n_obs == 1:
-        second = task._reference(task.observation(i), n, seed=seed).float()
+    if n_obs == 1:  # tasks without tall data have no tall_reference_samples
+        first, rerun, x = task.reference_samples(i, n), task._reference, task.observation(i)
     else:
-        second = task._reference_set(task.tall_observation(i, n_obs), n, seed=seed).float()
+        first, rerun, x = task.tall_reference_samples(i, n_obs, n), task._reference_set, task.tall_observation(i, n_obs)
+    t0 = time.perf_counter()
+    second = rerun(x, n, seed=seed).float()
     secs = time.perf_counter() - t0
     diag = getattr(task, "diagnostics", None) or {}
     m = min(c2st_samples, n)

@@ -23,6 +23,14 @@ from its own seed ``batch_seed(s, i)``, all simulators of the level together, so
 seed-matched); simulations that raise or return NaN/inf are recorded with their error text and
 marked not ``ok``.  While nothing has succeeded yet, a campaign whose first ``fail_fast``
 simulations all fail stops early and shows the first error.
+
+Faults that take the process with them: in the ``processes`` backend (and with ``timeout=`` on Dask)
+each worker is a process the parent watches.  When one dies (segfault, ``os._exit``, out-of-memory
+kill) or runs past its deadline (``timeout`` seconds per simulation, times the batch size for a
+batch), it is replaced and its batch is rerun one simulation at a time, streaming each result back,
+so the simulation that was running when a process died is known exactly: it is recorded as failed
+("process died: signal 11 (SIGSEGV)", "timed out after 5 s") and the campaign completes.  The rows
+of such a batch are the rows the exception path gives (each from ``batch_seed(s, i)``).
 """
 
 from __future__ import annotations
@@ -35,8 +43,6 @@ import os
 import pickle
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -44,7 +50,7 @@ import numpy as np
 import torch
 
 from .simulators import Simulator, batch_seed, seeded, theta_seed
-from .utils import check_count, progress
+from .utils import check_count, check_seed, progress
 
 __all__ = ["Level", "SimulatorFailing", "run_batch", "run_campaign", "run_levels", "batch_sizes"]
 
@@ -89,6 +95,18 @@ def _err(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def draw_theta(prior, size: int, seed: int) -> torch.Tensor:
+    """The parameters of a batch with seed ``seed``: ``prior.sample((size,))`` under ``seeded(theta_seed(seed))``."""
+    # theta gets its own stream: drawing it from `seed` itself would make it equal (up to scale) to the
+    # simulator's noise, which is also seeded from `seed` — a Gaussian prior and Gaussian noise would coincide
+    with seeded(theta_seed(seed)):
+        return prior.sample((size,)).float()
+
+
+def _tagger(sims):
+    return (lambda k: f"[{sims[k].name}] ") if len(sims) > 1 else (lambda k: "")
+
+
 def run_batch(sims: Sequence[Simulator], prior, size: int, seed: int, give_up: int | None = None) -> dict:
     """Simulate one batch from its seed with every simulator of ``sims`` on the same theta and noise.
 
@@ -96,13 +114,13 @@ def run_batch(sims: Sequence[Simulator], prior, size: int, seed: int, give_up: i
     simulator, ``None`` where every call raised), ``ok (size,)``, ``error`` (text per sample, ``""`` if
     ok), ``noise_seed (size,)`` and ``seconds`` (wall time per simulator).  With ``give_up``, a batch whose
     batch call and first ``give_up`` single calls all raise returns ``{"gave_up": True, "error": ...}``.
+
+    Every simulator gets its own copy of ``theta``: a simulator that changes its argument in place cannot
+    change the parameters that are stored.
     """
     sims = tuple(sims)
-    # theta gets its own stream: drawing it from `seed` itself would make it equal (up to scale) to the
-    # simulator's noise, which is also seeded from `seed` — a Gaussian prior and Gaussian noise would coincide
-    with seeded(theta_seed(seed)):
-        theta = prior.sample((size,)).float()
-    tag = (lambda k: f"[{sims[k].name}] ") if len(sims) > 1 else (lambda k: "")
+    theta = draw_theta(prior, size, seed)
+    tag = _tagger(sims)
     errors = [""] * size
     noise_seed = np.full(size, seed, dtype=np.int64)
     xs: list = []
@@ -110,7 +128,7 @@ def run_batch(sims: Sequence[Simulator], prior, size: int, seed: int, give_up: i
     try:
         for sim in sims:
             t0 = time.perf_counter()
-            xs.append(torch.as_tensor(sim(theta, seed=seed)).float())
+            xs.append(_real(sim(theta.clone(), seed=seed), sim))
             secs.append(time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - isolate failures one simulation at a time
         batch_error = tag(len(xs)) + _err(exc)
@@ -119,6 +137,12 @@ def run_batch(sims: Sequence[Simulator], prior, size: int, seed: int, give_up: i
             return {"gave_up": True, "error": batch_error, "tried": give_up}
         xs, secs = done
         noise_seed = np.array([batch_seed(seed, i) for i in range(size)], dtype=np.int64)
+    return _finish(sims, theta, xs, secs, errors, noise_seed)
+
+
+def _finish(sims, theta, xs, secs, errors, noise_seed) -> dict:
+    size = theta.shape[0]
+    tag = _tagger(sims)
     shapes = {k: tuple(x.shape[1:]) for k, x in enumerate(xs) if x is not None}
     if len(set(shapes.values())) > 1:
         desc = ", ".join(f"{sims[k].name!r} -> {s}" for k, s in shapes.items())
@@ -135,31 +159,55 @@ def run_batch(sims: Sequence[Simulator], prior, size: int, seed: int, give_up: i
             "error": errors, "noise_seed": noise_seed, "seconds": secs}
 
 
+def _real(x, sim) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.is_complex():
+        raise TypeError(f"simulator {sim.name!r} returned complex x ({x.dtype}); simulations must be real (the "
+                        f"imaginary part would be lost): return e.g. torch.cat([x.real, x.imag], -1) or x.abs()")
+    return x.float()
+
+
+def _one_row(sims, theta, seed, i, tag) -> tuple[list, str, list[float]]:
+    """Row ``i`` of a batch simulated alone from ``batch_seed(seed, i)`` by every simulator (stops at an error)."""
+    s = batch_seed(seed, i)
+    row: list = [None] * len(sims)
+    secs = [0.0] * len(sims)
+    error = ""
+    for k, sim in enumerate(sims):
+        t0 = time.perf_counter()
+        try:
+            row[k] = _real(sim(theta[i : i + 1].clone(), seed=s)[0], sim)
+        except Exception as e:  # noqa: BLE001 - recorded per sample
+            error = tag(k) + _err(e)
+        secs[k] += time.perf_counter() - t0
+        if error:
+            break  # the row is lost; skip the other levels of the pair
+    return row, error, secs
+
+
+def _stack(rows_by_sim) -> list:
+    xs = []
+    for rows in rows_by_sim:
+        shape = next((r.shape for r in rows if r is not None), None)
+        xs.append(None if shape is None else
+                  torch.stack([r if r is not None else torch.full(shape, float("nan")) for r in rows]))
+    return xs
+
+
 def _one_by_one(sims, theta, seed, errors, tag, give_up):
     size = theta.shape[0]
     rows = [[None] * size for _ in sims]
     secs = [0.0] * len(sims)
     n_ok = 0
     for i in range(size):
-        s = batch_seed(seed, i)
-        for k, sim in enumerate(sims):
-            t0 = time.perf_counter()
-            try:
-                rows[k][i] = torch.as_tensor(sim(theta[i : i + 1], seed=s)[0]).float()
-            except Exception as e:  # noqa: BLE001 - recorded per sample
-                errors[i] = tag(k) + _err(e)
-            secs[k] += time.perf_counter() - t0
-            if errors[i]:
-                break  # the row is lost; skip the other levels of the pair
+        row, errors[i], sec = _one_row(sims, theta, seed, i, tag)
+        for k in range(len(sims)):
+            rows[k][i] = row[k]
+            secs[k] += sec[k]
         n_ok += not errors[i]
         if give_up is not None and n_ok == 0 and i + 1 >= give_up and i + 1 < size:
             return None
-    xs = []
-    for k in range(len(sims)):
-        shape = next((r.shape for r in rows[k] if r is not None), None)
-        xs.append(None if shape is None else
-                  torch.stack([r if r is not None else torch.full(shape, float("nan")) for r in rows[k]]))
-    return xs, secs
+    return _stack(rows), secs
 
 
 def _run_task(payload, task) -> dict:
@@ -243,68 +291,359 @@ def _pool_task(task) -> dict:
     return _run_task(_WORKER["payload"], task)
 
 
+def _sendable(e: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 - an exception that cannot travel: send its text
+        return RuntimeError(_err(e))
+
+
+def _worker_main(conn, payload: bytes, parent_pid: int) -> None:
+    """A worker process: run the tasks it receives on ``conn`` until it receives ``None``.
+
+    ``("batch", task)`` answers ``("done", result)``; ``("rows", task, start)`` simulates rows ``start, ...``
+    one at a time and answers ``("theta", theta)``, then ``("row", i, xs, error, seconds)`` per row, then
+    ``("rows_done",)``, so that the parent knows which simulation was running if the process dies.
+    """
+    _init_worker(payload, parent_pid)
+    conn.send(("ready",))
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        try:
+            if msg[0] == "batch":
+                conn.send(("done", _pool_task(msg[1])))
+                continue
+            _, task, start = msg
+            if "error" in _WORKER:
+                _pool_task(task)  # raises the loading error
+            level, idx, size, seed = task[:4]
+            sims_by_level, prior = _WORKER["payload"]
+            sims = tuple(sims_by_level[level])
+            with _RNG_LOCK:
+                theta = draw_theta(prior, size, seed)
+                conn.send(("theta", theta.numpy()))
+                tag = _tagger(sims)
+                for i in range(start, size):
+                    row, error, secs = _one_row(sims, theta, seed, i, tag)
+                    conn.send(("row", i, [None if r is None else r.numpy() for r in row], error, secs))
+            conn.send(("rows_done",))
+        except BaseException as e:  # noqa: BLE001 - reported by the parent
+            conn.send(("error", _sendable(e)))
+
+
+def _subprocess_entry() -> None:  # pragma: no cover - runs in a child started by subprocess
+    import sys
+    from multiprocessing.connection import Connection
+
+    conn = Connection(int(sys.argv[1]))
+    payload = conn.recv_bytes()
+    _worker_main(conn, payload, int(sys.argv[2]))
+
+
 def _start_method(mp_context: str | None) -> str:
     if mp_context is not None:
         return mp_context
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
+def _death(code: int | None) -> str:
+    if code is None:
+        return "process died"
+    if code < 0:
+        import signal
+
+        try:
+            name = f" ({signal.Signals(-code).name})"
+        except ValueError:
+            name = ""
+        return f"process died: signal {-code}{name}"
+    return f"process died: exit code {code}"
+
+
+class _Proc:
+    """One worker process and the pipe to it (a multiprocessing Process, or a subprocess in daemonic hosts)."""
+
+    def __init__(self, payload: bytes, ctx):
+        self.ready, self.job, self.deadline = False, None, None
+        if ctx is not None:
+            self.conn, child = ctx.Pipe()
+            self.proc = ctx.Process(target=_worker_main, args=(child, payload, os.getpid()), daemon=False)
+            self.proc.start()
+            child.close()
+            self.sentinel = self.proc.sentinel
+            self.popen = None
+        else:  # in a daemonic process (a Dask worker) multiprocessing may not start children
+            import socket
+            import subprocess
+            import sys
+            from multiprocessing.connection import Connection
+
+            a, b = socket.socketpair()
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+            self.popen = subprocess.Popen(
+                [sys.executable, "-c", "from telescope.campaign import _subprocess_entry; _subprocess_entry()",
+                 str(b.fileno()), str(os.getpid())], pass_fds=(b.fileno(),), env=env)
+            b.close()
+            self.conn = Connection(a.detach())
+            self.conn.send_bytes(payload)
+            self.proc, self.sentinel = None, None
+
+    def exitcode(self) -> int | None:
+        if self.proc is not None:
+            self.proc.join(timeout=10)
+            return self.proc.exitcode
+        try:
+            return self.popen.wait(timeout=10)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.proc.join(timeout=10)
+        elif self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        self.conn.close()
+
+
+class _Job:
+    def __init__(self, task):
+        self.task, self.mode = task, "batch"
+        self.theta = None
+        self.next = 0
+        self.rows = self.errors = self.secs = None
+
+    def to_rows(self, sims) -> None:
+        size = self.task[2]
+        self.mode = "rows"
+        self.rows = [[None] * size for _ in sims]
+        self.errors = [""] * size
+        self.secs = [0.0] * len(sims)
+
+    def record(self, i, xs, error, secs) -> None:
+        for k, x in enumerate(xs):
+            self.rows[k][i] = None if x is None else torch.from_numpy(x)
+        self.errors[i] = error
+        for k, sec in enumerate(secs):
+            self.secs[k] += sec
+        self.next = i + 1
+
+    def gave_up(self) -> dict | None:
+        give_up, size = self.task[4], self.task[2]
+        n_ok = sum(not e for e in self.errors[: self.next])
+        if give_up is not None and n_ok == 0 and give_up <= self.next < size:
+            return {"gave_up": True, "error": next(e for e in self.errors if e), "tried": self.next}
+        return None
+
+
 class _Processes:
-    def __init__(self, payload: bytes, workers: int, mp_context: str | None):
-        ctx = multiprocessing.get_context(_start_method(mp_context))
-        if ctx.get_start_method() == "forkserver":  # fork workers with torch and telescope already imported
-            ctx.set_forkserver_preload(["__main__", "telescope.campaign"])
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(payload, os.getpid()))
-        self.futures: dict = {}
+    """Local worker processes that survive their simulator: a process that dies (segfault, ``os._exit``, an
+    out-of-memory kill) or runs past its deadline is replaced, and its batch is rerun one simulation at a time
+    so that exactly the culprits are recorded as failed ("process died: signal 11", "timed out after 5 s")."""
+
+    def __init__(self, payload: bytes, workers: int, mp_context: str | None, timeout: float | None = None,
+                 sims_by_level: dict | None = None):
+        if multiprocessing.current_process().daemon and mp_context is None:
+            self.ctx = None
+        else:
+            self.ctx = multiprocessing.get_context(_start_method(mp_context))
+            if self.ctx.get_start_method() == "forkserver":  # fork workers with torch and telescope imported
+                self.ctx.set_forkserver_preload(["__main__", "telescope.campaign"])
+        self.payload, self.n, self.timeout = payload, workers, timeout
+        self.sims_by_level = sims_by_level or {}
+        self.procs: list[_Proc] = []
+        self.queue: collections.deque = collections.deque()
         self.window = 2 * workers
+        self.started = 0
 
     @property
     def pending(self) -> int:
-        return len(self.futures)
+        return len(self.queue) + sum(isinstance(p.job, _Job) for p in self.procs)
 
     def submit(self, task) -> None:
-        self.futures[self.pool.submit(_pool_task, task)] = task
+        self.queue.append(_Job(task))
+
+    def _budget(self, job) -> float | None:
+        if self.timeout is None:
+            return None
+        return self.timeout * (job.task[2] if job.mode == "batch" else 1)
+
+    def _send(self, p: _Proc, job: _Job) -> None:
+        p.job = job
+        p.conn.send(("batch", job.task) if job.mode == "batch" else ("rows", job.task, job.next))
+        budget = self._budget(job)
+        p.deadline = None if budget is None or not p.ready else time.monotonic() + budget
+
+    def _dispatch(self) -> None:
+        while self.queue:
+            idle = next((p for p in self.procs if p.job is None), None)
+            if idle is None and len(self.procs) < self.n:
+                idle = _Proc(self.payload, self.ctx)
+                self.procs.append(idle)
+                self.started += 1
+            if idle is None:
+                return
+            self._send(idle, self.queue.popleft())
+
+    def _lost(self, p: _Proc, cause: str):
+        """``p`` died or was killed while running ``p.job``: requeue or finish the job; returns a result or None."""
+        job = p.job
+        self.procs.remove(p)
+        if not p.ready:
+            raise RuntimeError(
+                f"a worker process died while starting ({cause}), before it could run a simulation. If telescope "
+                f"runs from a script, put the campaign under `if __name__ == \"__main__\":` — worker processes "
+                f"re-import the script, and without that guard they run the campaign again (and find its store "
+                f"locked by this process). Otherwise check that the simulator's module imports cleanly")
+        if job.mode == "batch":  # which simulation killed it? rerun the batch one simulation at a time
+            job.to_rows(self.sims_by_level.get(job.task[0], (None,)))
+            self.queue.appendleft(job)
+            return None
+        job.record(job.next, [None] * len(job.rows), cause, [0.0] * len(job.rows))
+        return self._progress(job, requeue=True)
+
+    def _progress(self, job: _Job, requeue: bool):
+        """After a row: the job's result when it is finished (or gave up), else None (requeued if asked)."""
+        size = job.task[2]
+        gave = job.gave_up()
+        if gave is not None:
+            return job.task, gave
+        if job.next >= size:
+            return job.task, self._assemble(job)
+        if requeue:
+            self.queue.appendleft(job)
+        return None
+
+    def _assemble(self, job: _Job) -> dict:
+        level, _, size, seed = job.task[:4]
+        sims = tuple(self.sims_by_level[level])
+        noise_seed = np.array([batch_seed(seed, i) for i in range(size)], dtype=np.int64)
+        return _finish(sims, torch.from_numpy(job.theta), _stack(job.rows), job.secs, list(job.errors), noise_seed)
 
     def next_done(self):
-        done, _ = wait(list(self.futures), return_when=FIRST_COMPLETED)
-        fut = min(done, key=lambda f: self.futures[f][:2])
-        task = self.futures.pop(fut)
-        try:
-            return task, fut.result()
-        except BrokenProcessPool as e:
-            raise RuntimeError(f"a worker process died (killed, crashed, or out of memory) while simulating batch "
-                               f"{task[1]} of level {task[0]}; finished batches are kept in the store, so running "
-                               f"the same call again resumes") from e
+        from multiprocessing.connection import wait as mp_wait
+
+        while True:
+            self._dispatch()
+            busy = [p for p in self.procs if p.job is not None]
+            if not any(isinstance(p.job, _Job) for p in busy):  # pragma: no cover - internal consistency
+                raise RuntimeError("no batch is running")
+            deadlines = [p.deadline for p in busy if p.deadline is not None]
+            wait_s = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+            handles = [p.conn for p in busy] + [p.sentinel for p in busy if p.sentinel is not None]
+            mp_wait(handles, timeout=wait_s)
+            for p in busy:
+                out = self._poll(p)
+                if out is not None:
+                    return out
+
+    def _poll(self, p: _Proc):
+        job = p.job
+        while True:
+            try:
+                if not p.conn.poll():
+                    break
+                msg = p.conn.recv()
+            except (EOFError, OSError):
+                code = p.exitcode()
+                p.kill()
+                return self._lost(p, _death(code))
+            kind = msg[0]
+            if kind == "ready":
+                p.ready = True
+                budget = self._budget(job)
+                p.deadline = None if budget is None else time.monotonic() + budget
+            elif kind == "done":
+                p.job = p.deadline = None
+                return job.task, msg[1]
+            elif kind == "error":
+                p.job = p.deadline = None
+                raise msg[1]
+            elif kind == "theta":
+                job.theta = msg[1]
+            elif kind == "row":
+                job.record(*msg[1:])
+                p.deadline = None if self.timeout is None else time.monotonic() + self.timeout
+                out = self._progress(job, requeue=False)
+                if out is not None:
+                    if job.next < job.task[2]:  # gave up before the end: stop the process running the rest
+                        self.procs.remove(p)
+                        p.kill()
+                    else:
+                        p.job, p.deadline = "finishing", None  # busy until it reports rows_done
+                    return out
+            elif kind == "rows_done":
+                p.job = p.deadline = None
+        if p.sentinel is not None and p.proc is not None and not p.proc.is_alive() and not p.conn.poll():
+            code = p.exitcode()
+            p.kill()
+            return self._lost(p, _death(code)) if isinstance(p.job, _Job) else self._drop(p)
+        if p.deadline is not None and time.monotonic() >= p.deadline and isinstance(p.job, _Job):
+            p.kill()
+            return self._lost(p, f"timed out after {self.timeout:g} s")
+        return None
+
+    def _drop(self, p: _Proc) -> None:
+        self.procs.remove(p)
+        return None
 
     def close(self, abort: bool) -> None:
-        if not abort:
-            self.pool.shutdown(wait=True)
-            return
-        procs = list((getattr(self.pool, "_processes", None) or {}).values())
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        for p in procs:  # do not wait for batches in flight (they may take hours)
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=5)
+        for p in self.procs:
+            if not abort and p.job is None:
+                try:
+                    p.conn.send(None)
+                except OSError:
+                    pass
+        for p in self.procs:
+            if abort or p.job is not None:
+                p.kill()
+            else:
+                if p.proc is not None:
+                    p.proc.join(timeout=30)
+                else:
+                    try:
+                        p.popen.wait(timeout=30)
+                    except Exception:  # noqa: BLE001
+                        pass
+                p.kill()
+        self.procs.clear()
 
 
 _DASK_CACHE: dict = {}
 
 
-def _dask_task(payload: bytes, digest: str, task) -> dict:
+def _dask_task(payload: bytes, digest: str, task, timeout: float | None = None) -> dict:
+    if timeout is not None:  # in a child process of the Dask worker, which can be killed at the deadline
+        sims_by_level = _dask_payload(payload, digest)[0]
+        ex = _Processes(payload, 1, None, timeout, sims_by_level)
+        try:
+            ex.submit(task)
+            while True:
+                t, out = ex.next_done()
+                if t == task:
+                    return out
+        finally:
+            ex.close(abort=False)
+    return _run_task(_dask_payload(payload, digest), task)
+
+
+def _dask_payload(payload: bytes, digest: str):
     obj = _DASK_CACHE.get(digest)
     if obj is None:
         obj = pickle.loads(payload)
         if len(_DASK_CACHE) >= 4:
             _DASK_CACHE.clear()
         _DASK_CACHE[digest] = obj
-    return _run_task(obj, task)
+    return obj
 
 
 class _Dask:
-    def __init__(self, payload: bytes, client, scheduler: str | None):
+    def __init__(self, payload: bytes, client, scheduler: str | None, timeout: float | None = None):
         try:
             from distributed import Client, as_completed, default_client
         except ImportError:  # pragma: no cover
@@ -318,7 +657,7 @@ class _Dask:
             except ValueError:
                 raise ValueError("backend='dask' needs client= (a dask.distributed.Client, e.g. on a LocalCluster) "
                                  "or scheduler='tcp://host:8786' (the address of a running scheduler)") from None
-        self.client = client
+        self.client, self.timeout = client, timeout
         self.digest = hashlib.sha1(payload).hexdigest()
         self.payload = client.scatter(payload, broadcast=True)
         self.ac = as_completed()
@@ -331,7 +670,7 @@ class _Dask:
         return len(self.futures)
 
     def submit(self, task) -> None:
-        fut = self.client.submit(_dask_task, self.payload, self.digest, task, pure=False)
+        fut = self.client.submit(_dask_task, self.payload, self.digest, task, self.timeout, pure=False)
         self.futures[fut.key] = (fut, task)
         self.ac.add(fut)
 
@@ -353,6 +692,20 @@ class _Dask:
         finally:
             if self.own:
                 self.client.close()
+
+
+def check_timeout(timeout, backend: str) -> float | None:
+    """``timeout`` (seconds per simulation, > 0, or None) checked against the backend."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 \
+            or timeout == float("inf"):
+        raise ValueError(f"timeout must be a finite number of seconds > 0 per simulation (or None), got {timeout!r}")
+    if backend == "serial":
+        raise ValueError(f"timeout={timeout!r} needs simulations in worker processes that can be stopped: pass "
+                         f"workers=2 or more, backend='processes' (workers=1 is fine), or a Dask backend; "
+                         f"the serial backend runs the simulator in this process, which cannot interrupt it")
+    return float(timeout)
 
 
 def resolve_backend(backend: str | None, workers: int, client, scheduler) -> str:
@@ -388,8 +741,22 @@ def prior_info(prior) -> dict:
 
 
 def simulator_info(sim: Simulator) -> dict:
-    return {"name": sim.name, "fingerprint": sim.fingerprint(), "config": _jsonable(sim.config),
-            "generator": sim.is_generator}
+    """Name, fingerprints and configuration of a simulator, as the store records them.
+
+    ``fingerprint`` hashes the code *and* the values it captures (:meth:`Simulator.fingerprint`);
+    ``code_fingerprint`` the name, configuration and source only (what stores of earlier versions compared).
+    """
+    return {"name": sim.name, "fingerprint": sim.fingerprint(), "code_fingerprint": sim.code_fingerprint(),
+            "config": _jsonable(sim.config), "generator": sim.is_generator}
+
+
+def _same_simulator(stored: dict, now: dict) -> bool:
+    if (stored.get("name"), stored.get("config")) != (now["name"], now["config"]):
+        return False
+    if "code_fingerprint" in stored:
+        return stored.get("fingerprint") == now["fingerprint"]
+    # a store of an earlier version: only its code fingerprint can be compared
+    return stored.get("fingerprint") in (now["code_fingerprint"], now["fingerprint"])
 
 
 def _jsonable(obj):
@@ -411,7 +778,8 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
                            prior=p_info, simulators=sims_info, levels=plan, x_event_shape=None,
                            telescope_version=_version(), created=datetime.datetime.now().isoformat(timespec="seconds"))
             return store
-        diffs = []
+        diffs: list[str] = []
+        pin: list[str] = []
         if meta.get("kind") != kind:
             diffs.append(f"kind: the store holds a {meta.get('kind')}() campaign, this call is {kind}()")
         if meta.get("seed") != int(seed):
@@ -425,11 +793,14 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
             diffs.append(f"simulators: the store has {len(old_sims)} level(s), this call has {len(sims_info)}")
         else:
             for lv, (a, b) in enumerate(zip(old_sims, sims_info)):
-                if (a["name"], a["fingerprint"], a.get("config")) != (b["name"], b["fingerprint"], b["config"]):
+                if not _same_simulator(a, b):
                     where = f"simulator of level {lv}" if kind == "levels" else "simulator"
                     diffs.append(f"{where}: the store has {a['name']!r} (fingerprint {a['fingerprint']}, config "
                                  f"{a.get('config')}), this call has {b['name']!r} (fingerprint {b['fingerprint']}, "
-                                 f"config {b['config']}); the fingerprint hashes the name, config and source code")
+                                 f"config {b['config']}); the fingerprint hashes the name, config, source code and "
+                                 f"the values the simulator captures (closure variables, default arguments, "
+                                 f"module-level values it uses, attributes of a callable object)")
+                    pin.append(a["fingerprint"])
         old_plan = {p["level"]: p for p in meta.get("levels", [])}
         for p in plan:
             old = old_plan.get(p["level"])
@@ -439,7 +810,11 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
         if diffs:
             raise ValueError(f"store {str(path)!r} holds simulations of a different campaign and cannot be mixed with "
                              f"this one:\n  - " + "\n  - ".join(diffs) +
-                             "\nUse a new store path, or repeat the store's settings to resume it.")
+                             "\nStart a new store (another store= path), or repeat the store's settings to resume it."
+                             + (f" If the simulator changed in a way that does not change its simulations (a "
+                                f"refactor, a renamed variable) and you mean to append to this store anyway, pin its "
+                                f"fingerprint: Simulator(fn, name=..., config=..., fingerprint={pin[0]!r})"
+                                if pin else ""))
         for lv in levels:
             stored = store.stored(lv.level)
             for b, size in enumerate(lv.sizes):
@@ -468,14 +843,16 @@ class SimulatorFailing(RuntimeError):
 
 def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int = 0,
                sims_info: list[dict] | None = None, store=None, backend: str | None = None, workers: int = 1,
-               client=None, scheduler: str | None = None, progress_bar: bool = True, mp_context: str | None = None, fail_fast: int | None = FAIL_FAST,
-               desc: str = "simulate") -> tuple[list[dict], dict]:
+               client=None, scheduler: str | None = None, progress_bar: bool = True, mp_context: str | None = None,
+               fail_fast: int | None = FAIL_FAST, desc: str = "simulate",
+               timeout: float | None = None) -> tuple[list[dict], dict]:
     """Run a campaign of one or more levels; return per-level data (tensors, all rows) and a summary.
 
     Each level's data is a dict with ``theta``, ``x``, ``x_low`` (``None`` for one-simulator levels),
     ``ok`` and ``noise_seed``, ordered by batch index then row, including failed rows (NaN in ``x``).
     """
     backend = resolve_backend(backend, workers, client, scheduler)
+    timeout = check_timeout(timeout, backend)
     t_start = time.perf_counter()
     store_seconds = 0.0
     st = None
@@ -500,7 +877,8 @@ def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int 
         if tasks:
             store_seconds += _drive(tasks, levels, by_level, prior, st, mem, stats, backend=backend, workers=workers,
                                     client=client, scheduler=scheduler, progress_bar=progress_bar,
-                                    mp_context=mp_context, fail_fast=fail_fast, n_resumed=n_resumed, desc=desc)
+                                    mp_context=mp_context, fail_fast=fail_fast, n_resumed=n_resumed, desc=desc,
+                                    timeout=timeout)
         t0 = time.perf_counter()
         data = []
         for lv in levels:
@@ -546,16 +924,17 @@ def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int 
 
 
 def _drive(tasks, levels, by_level, prior, st, mem, stats, *, backend, workers, client, scheduler, progress_bar,
-           mp_context, fail_fast, n_resumed, desc) -> float:
+           mp_context, fail_fast, n_resumed, desc, timeout=None) -> float:
     """Run ``tasks`` on the backend, writing each finished batch; returns the seconds spent in the store."""
     payload = ({lv.level: tuple(lv.sims) for lv in levels}, prior)
     all_sims = [s for lv in levels for s in lv.sims]
     if backend == "serial":
         ex = _Serial(payload)
     elif backend == "processes":
-        ex = _Processes(_dumps(payload, all_sims, prior, f"worker processes (workers={workers})"), workers, mp_context)
+        ex = _Processes(_dumps(payload, all_sims, prior, f"worker processes (workers={workers})"), workers, mp_context,
+                        timeout, payload[0])
     else:
-        ex = _Dask(_dumps(payload, all_sims, prior, "Dask workers"), client, scheduler)
+        ex = _Dask(_dumps(payload, all_sims, prior, "Dask workers"), client, scheduler, timeout)
     store_seconds = 0.0
     success = st.has_success() if st is not None else False
     event_shape = None
@@ -645,7 +1024,8 @@ def _drive(tasks, levels, by_level, prior, st, mem, stats, *, backend, workers, 
 
 def run_campaign(simulator, prior, n: int, *, seed: int = 0, batch_size: int = 1000, store=None, workers: int = 1,
                  backend: str | None = None, client=None, scheduler: str | None = None, progress_bar: bool = True,
-                 mp_context: str | None = None, fail_fast: int | None = FAIL_FAST) -> dict:
+                 mp_context: str | None = None, fail_fast: int | None = FAIL_FAST,
+                 timeout: float | None = None) -> dict:
     """Simulate ``n`` parameters with one simulator: the engine behind :func:`telescope.simulate`.
 
     Arguments:
@@ -657,6 +1037,7 @@ def run_campaign(simulator, prior, n: int, *, seed: int = 0, batch_size: int = 1
         workers, backend, client, scheduler: see :func:`telescope.simulate`.
         mp_context: start method of worker processes (default forkserver, else spawn).
         fail_fast: stop when this many simulations failed before any succeeded (``None``: never).
+        timeout: seconds per simulation (see :func:`telescope.simulate`).
 
     Returns:
         A dict with ``theta (n, d)``, ``x (n, *event)`` (NaN rows where failed), ``ok (n,)``,
@@ -667,11 +1048,12 @@ def run_campaign(simulator, prior, n: int, *, seed: int = 0, batch_size: int = 1
     simulator = as_simulator(simulator)
     n = check_count("n", n)
     batch_size = check_count("batch_size", batch_size)
-    level = Level(0, (simulator,), n, batch_size, int(seed))
-    data, summary = run_levels([level], prior, kind="simulate", seed=int(seed), sims_info=[simulator_info(simulator)],
+    seed = check_seed(seed)
+    level = Level(0, (simulator,), n, batch_size, seed)
+    data, summary = run_levels([level], prior, kind="simulate", seed=seed, sims_info=[simulator_info(simulator)],
                                store=store, backend=backend, workers=workers, client=client, scheduler=scheduler,
                                progress_bar=progress_bar, mp_context=mp_context, fail_fast=fail_fast,
-                               desc=f"simulate {simulator.name}")
+                               desc=f"simulate {simulator.name}", timeout=timeout)
     d = data[0]
     return {"theta": d["theta"], "x": d["x"], "ok": d["ok"], "noise_seed": d["noise_seed"], "summary": summary}
 

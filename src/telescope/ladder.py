@@ -42,7 +42,7 @@ from torch import Tensor
 from .campaign import _RNG_LOCK, Level, failure_message, run_levels, simulator_info
 from .priors import check_prior
 from .simulators import Simulator, level_seed, seeded
-from .utils import check_count
+from .utils import check_count, check_seed
 
 __all__ = ["FidelityLadder", "simulate_levels"]
 
@@ -174,7 +174,7 @@ def _check_shapes(ladder: FidelityLadder, shapes: list[tuple]) -> None:
 def simulate_levels(ladder, prior, n: Sequence[int], seed: int = 0, batch_size: int | Sequence[int] = 1000, *,
                     store=None, workers: int = 1, backend: str | None = None, client=None,
                     scheduler: str | None = None, progress_bar: bool = True,
-                    include_failed: bool = False) -> list[tuple[Tensor, ...]]:
+                    include_failed: bool = False, timeout: float | None = None) -> list[tuple[Tensor, ...]]:
     """Seed-matched simulations for multilevel training.
 
     Level ``l`` draws ``n[l]`` parameters and noises (independently of the other levels) and runs
@@ -188,7 +188,8 @@ def simulate_levels(ladder, prior, n: Sequence[int], seed: int = 0, batch_size: 
         n: simulations per level ``[n_0, ..., n_L]``, usually decreasing.
         seed: campaign seed.
         batch_size: simulations per batch, one for all levels or one per level.
-        store, workers, backend, client, scheduler, progress_bar: as for :func:`telescope.simulate`.
+        store, workers, backend, client, scheduler, progress_bar, timeout: as for :func:`telescope.simulate`
+            (``timeout`` is per simulation of one ladder level's pair).
         include_failed: keep failed simulations (NaN rows); by default they are dropped (with a warning).
 
     Returns:
@@ -200,6 +201,7 @@ def simulate_levels(ladder, prior, n: Sequence[int], seed: int = 0, batch_size: 
     if not isinstance(ladder, FidelityLadder):
         ladder = FidelityLadder(ladder)
     prior = check_prior(prior)
+    seed = check_seed(seed)
     L1 = len(ladder)
     if isinstance(n, (int, str)) or not isinstance(n, Sequence) or len(n) != L1:
         raise ValueError(f"n must be a list of {L1} counts [n_0, ..., n_{L1 - 1}] (one per ladder level), got {n!r}")
@@ -217,7 +219,7 @@ def simulate_levels(ladder, prior, n: Sequence[int], seed: int = 0, batch_size: 
     data, summary = run_levels(levels, prior, kind="levels", seed=int(seed),
                                sims_info=[simulator_info(s) for s in ladder.levels], store=store, backend=backend,
                                workers=workers, client=client, scheduler=scheduler, progress_bar=progress_bar,
-                               desc=f"simulate_levels ({L1} levels)")
+                               desc=f"simulate_levels ({L1} levels)", timeout=timeout)
     if ladder._given is None:
         ladder._set_measured(_measured_costs(summary, L1))
     if summary["n_failed"]:

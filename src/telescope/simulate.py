@@ -17,7 +17,7 @@ from torch import Tensor
 from .campaign import failure_message, run_batch, run_campaign
 from .priors import check_prior
 from .simulators import Simulator, as_simulator
-from .utils import check_count
+from .utils import check_count, check_seed
 
 __all__ = ["simulate", "simulate_batch"]
 
@@ -39,14 +39,15 @@ def simulate_batch(simulator: Simulator, prior, size: int, seed: int) -> dict:
 
 def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *, progress_bar: bool = True,
              store=None, workers: int = 1, backend: str | None = None, client=None,
-             scheduler: str | None = None) -> tuple[Tensor, Tensor]:
+             scheduler: str | None = None, timeout: float | None = None) -> tuple[Tensor, Tensor]:
     """Draw ``n`` parameters from ``prior`` and simulate them.
 
     Arguments:
         simulator: a callable ``theta (n, d) -> x (n, d_x)`` or a :class:`telescope.Simulator`.
         prior: a torch Distribution with event shape ``(d,)``.
         n: number of simulations (> 0).
-        seed: campaign seed; batch ``b`` is seeded from ``(seed, b)``.
+        seed: campaign seed, an integer in ``[-2**63, 2**64 - 1]`` (each gives its own stream; floats, strings
+            and None are refused); batch ``b`` is seeded from ``(seed, b)``.
         batch_size: simulations per batch (the unit of storage and scheduling).
         progress_bar: show a progress bar (done/total, rate, ETA, failures so far).
         store: path of an on-disk store (:mod:`telescope.store`, a SQLite file): every finished batch
@@ -56,6 +57,17 @@ def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *,
         backend: ``"serial"``, ``"processes"`` or ``"dask"``; inferred from ``workers``/``client``/``scheduler``.
         client, scheduler: for ``backend="dask"``: a ``dask.distributed.Client``, or the address of a
             running scheduler (``"tcp://host:8786"``).
+        timeout: seconds allowed per simulation (``None``: no limit).  A batch gets ``timeout`` times its
+            size; past that its worker is stopped and the batch rerun one simulation at a time, each
+            simulation that runs past ``timeout`` being recorded as failed ("timed out after N s").  Needs
+            worker processes (``backend="processes"`` or Dask); the serial backend refuses it.
+
+    Worker processes survive their simulator: a simulation that kills its process (a segfault in a C
+    extension, ``os._exit``, an out-of-memory kill) is found by rerunning its batch one simulation at a
+    time, recorded as failed with the cause ("process died: signal 11 (SIGSEGV)"), and the campaign goes
+    on.  In the serial backend such a simulator kills this process: use worker processes for it.  Worker
+    processes re-import the ``__main__`` script, so a script must start campaigns under
+    ``if __name__ == "__main__":``.
 
     The result depends on ``(seed, n, batch_size)`` only: every backend, and a resumed campaign,
     give bitwise the same tensors.
@@ -75,8 +87,10 @@ def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *,
     simulator, prior = as_simulator(simulator), check_prior(prior)
     n = check_count("n", n)
     batch_size = check_count("batch_size", batch_size)
+    seed = check_seed(seed)
     data = run_campaign(simulator, prior, n, seed=seed, batch_size=batch_size, store=store, workers=workers,
-                        backend=backend, client=client, scheduler=scheduler, progress_bar=progress_bar)
+                        backend=backend, client=client, scheduler=scheduler, progress_bar=progress_bar,
+                        timeout=timeout)
     if data["summary"]["n_failed"]:
         warnings.warn(failure_message(data["summary"]), RuntimeWarning, stacklevel=2)
     return data["theta"], data["x"]

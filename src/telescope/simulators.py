@@ -25,9 +25,26 @@ from torch import Tensor
 __all__ = ["Simulator", "as_simulator", "batch_seed", "level_seed", "theta_seed", "seeded"]
 
 
+def _entropy(seed: int, *words: int) -> list[int]:
+    """SeedSequence entropy of a campaign seed: ``[seed, *words]`` for ``0 <= seed < 2**32`` (as it always was),
+    extended with the seed's high word and sign (and a marker) outside that range, so that every seed in
+    ``[-2**63, 2**64 - 1]`` gets its own stream."""
+    seed = int(seed)
+    if 0 <= seed < 2**32:
+        return [seed, *words]
+    if not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [-2**63, 2**64 - 1], got {seed}")
+    u = seed & 0xFFFFFFFFFFFFFFFF
+    return [u & 0xFFFFFFFF, *words, u >> 32, int(seed < 0), 0x5EED64]
+
+
 def batch_seed(seed: int, index: int) -> int:
-    """Seed of batch ``index`` of a campaign with seed ``seed``: independent of scheduling."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0] >> 1)
+    """Seed of batch ``index`` of a campaign with seed ``seed``: independent of scheduling.
+
+    Every seed in ``[-2**63, 2**64 - 1]`` gives its own stream (seeds in ``[0, 2**32)`` keep the streams
+    of earlier versions).
+    """
+    return int(np.random.SeedSequence(_entropy(seed, int(index))).generate_state(1, np.uint64)[0] >> 1)
 
 
 def level_seed(seed: int, level: int) -> int:
@@ -36,7 +53,7 @@ def level_seed(seed: int, level: int) -> int:
     Levels get independent streams (the MLMC terms are independent); within a level, the
     batches are seeded with :func:`batch_seed` ``(level_seed(seed, l), b)``.
     """
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(level), 0x1E7E1]).generate_state(1, np.uint64)
+    state = np.random.SeedSequence(_entropy(seed, int(level), 0x1E7E1)).generate_state(1, np.uint64)
     return int(state[0] >> 1)
 
 
@@ -77,6 +94,9 @@ class Simulator:
         noise: ``noise(n, generator) -> u (n, *)``, the explicit noise sampler of a generator.
         name: stored with simulations; defaults to the function's qualified name.
         config: JSON-able settings that define the simulator (stored, compared on resume).
+        vectorized: ``False`` to call ``fn`` on one ``theta (d_theta,)`` at a time.
+        fingerprint: pin the fingerprint the store compares (default: computed from the code and the
+            values it captures, see :meth:`fingerprint`).
 
     Example:
         >>> sim = Simulator(lambda th, u: th + 0.1 * u, noise=lambda n, g: torch.randn(n, 2, generator=g))
@@ -85,7 +105,7 @@ class Simulator:
     """
 
     def __init__(self, fn: Callable, noise: Callable | None = None, name: str | None = None,
-                 config: dict[str, Any] | None = None, vectorized: bool = True):
+                 config: dict[str, Any] | None = None, vectorized: bool = True, fingerprint: str | None = None):
         if not callable(fn):
             raise TypeError(f"simulator must be callable, got {type(fn).__name__}")
         if noise is not None and not callable(noise):
@@ -93,6 +113,9 @@ class Simulator:
         self.fn, self.noise, self.vectorized = fn, noise, vectorized
         self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
         self.config = dict(config or {})
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise TypeError(f"fingerprint must be a string (or None to compute it), got {type(fingerprint).__name__}")
+        self._fingerprint = fingerprint
 
     @property
     def is_generator(self) -> bool:
@@ -133,10 +156,25 @@ class Simulator:
         return x[0] if single else x
 
     def fingerprint(self) -> str:
-        """Hash of the name, configuration and (when available) source code of ``fn`` and ``noise``.
+        """Hash of the simulator's code *and state*: name, configuration, source code of ``fn`` and ``noise``,
+        and the values they capture (closure cells, default arguments, referenced module-level values, the
+        attributes of a callable object or of the object of a bound method, the arguments of a partial).
 
-        The simulation store compares fingerprints to refuse mixing simulators.
+        The simulation store compares fingerprints to refuse mixing simulators.  ``Simulator(...,
+        fingerprint="...")`` pins it instead (to resume a store on purpose after a change that does not alter
+        the simulations, give the fingerprint the store holds).
         """
+        if self._fingerprint is not None:
+            return self._fingerprint
+        h = hashlib.sha256(self.code_fingerprint().encode())
+        memo: dict = {}
+        _canon(self.fn, h, memo, 0)
+        if self.noise is not None:
+            _canon(self.noise, h, memo, 0)
+        return h.hexdigest()[:16]
+
+    def code_fingerprint(self) -> str:
+        """Hash of the name, configuration and source code only (the fingerprint of telescope <= 0.x stores)."""
         parts = [self.name, repr(sorted(self.config.items())), _source(self.fn), str(self.vectorized)]
         if self.noise is not None:
             parts.append(_source(self.noise))
@@ -156,6 +194,129 @@ def _source(fn) -> str:
         return inspect.getsource(target)
     except (OSError, TypeError):
         return getattr(target, "__qualname__", "")
+
+
+_SCALARS = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _canon(obj, h, memo: dict, depth: int) -> None:
+    """Feed a canonical, process-independent description of ``obj`` into the hash ``h``.
+
+    Functions contribute their code (bytecode, constants, names), closure cells, defaults and the
+    module-level values they reference; callable objects and bound methods their attributes; tensors and
+    arrays their dtype, shape and bytes.  Modules and classes contribute their names; cycles and depth > 6
+    stop the walk.  No pickling: the result does not depend on the process, the module name or addresses.
+    """
+    up = h.update
+    if isinstance(obj, _SCALARS):
+        up(f"{type(obj).__name__}:{obj!r};".encode())
+        return
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        up(f"tensor:{t.dtype}:{tuple(t.shape)};".encode())
+        up(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return
+    if isinstance(obj, np.ndarray):
+        up(f"ndarray:{obj.dtype.str}:{obj.shape};".encode())
+        up(np.ascontiguousarray(obj).tobytes() if obj.dtype != object else repr(obj.tolist()).encode())
+        return
+    if isinstance(obj, np.generic):
+        up(f"np:{obj.dtype.str}:{obj!r};".encode())
+        return
+    if isinstance(obj, type) or inspect.ismodule(obj):
+        up(f"ref:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', ''))};".encode())
+        return
+    if id(obj) in memo or depth > 6:
+        up(f"seen:{type(obj).__qualname__};".encode())
+        return
+    memo[id(obj)] = obj  # keeps obj alive: a freed temporary's id could be reused
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
+        up(f"{type(obj).__name__}[{len(obj)}]:".encode())
+        for v in items:
+            _canon(v, h, memo, depth + 1)
+        return
+    if isinstance(obj, dict):
+        up(f"dict[{len(obj)}]:".encode())
+        for k in sorted(obj, key=repr):
+            _canon(k, h, memo, depth + 1)
+            _canon(obj[k], h, memo, depth + 1)
+        return
+    if isinstance(obj, Simulator):
+        up(b"Simulator:")
+        _canon((obj.name, obj.config, obj.vectorized, obj._fingerprint), h, memo, depth + 1)
+        _canon(obj.fn, h, memo, depth + 1)
+        _canon(obj.noise, h, memo, depth + 1)
+        return
+    if isinstance(obj, functools.partial):
+        up(b"partial:")
+        _canon((obj.func, obj.args, obj.keywords), h, memo, depth + 1)
+        return
+    if inspect.ismethod(obj):
+        up(b"method:")
+        _canon(obj.__func__, h, memo, depth + 1)
+        _canon(obj.__self__, h, memo, depth + 1)
+        return
+    if inspect.isfunction(obj):
+        code = obj.__code__
+        up(f"function:{obj.__qualname__};".encode())
+        _canon_code(code, h)
+        cells = [c.cell_contents if _cell_full(c) else "<empty cell>" for c in (obj.__closure__ or ())]
+        _canon(cells, h, memo, depth + 1)
+        _canon((obj.__defaults__, obj.__kwdefaults__), h, memo, depth + 1)
+        g = obj.__globals__
+        names = sorted(n for n in _code_names(code) if n in g and not n.startswith("__"))
+        _canon({n: g[n] for n in names}, h, memo, depth + 1)
+        return
+    if isinstance(obj, torch.distributions.Distribution) or isinstance(obj, torch.nn.Module):
+        up(f"obj:{type(obj).__module__}.{type(obj).__qualname__};".encode())
+        if isinstance(obj, torch.nn.Module):
+            state = obj.state_dict()
+        else:  # the parameters only: lazily cached properties (scale_tril, ...) must not change the hash
+            names = [*getattr(obj, "arg_constraints", {}), "base_dist", "transforms", "low", "high"]
+            state = {k: vars(obj)[k] for k in names if k in vars(obj)}
+            state["shapes"] = (tuple(obj.batch_shape), tuple(obj.event_shape))
+        _canon(state, h, memo, depth + 1)
+        return
+    if inspect.isroutine(obj):  # builtins, C functions
+        up(f"routine:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))};".encode())
+        return
+    up(f"obj:{type(obj).__module__}.{type(obj).__qualname__};".encode())
+    try:
+        state = vars(obj)
+    except TypeError:  # no __dict__ (slots, C types): the type and its call method only
+        state = {s: getattr(obj, s) for s in getattr(type(obj), "__slots__", ()) if hasattr(obj, s)}
+    _canon({k: v for k, v in state.items() if not (isinstance(k, str) and k.startswith("_cache"))}, h, memo, depth + 1)
+    call = getattr(type(obj), "__call__", None)
+    if inspect.isfunction(call):
+        _canon(call, h, memo, depth + 1)
+
+
+def _cell_full(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _code_names(code) -> set:
+    names = set(code.co_names)
+    for c in code.co_consts:
+        if inspect.iscode(c):
+            names |= _code_names(c)
+    return names
+
+
+def _canon_code(code, h) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    h.update(repr(code.co_varnames).encode())
+    for c in code.co_consts:
+        if inspect.iscode(c):
+            _canon_code(c, h)
+        else:
+            h.update(f"{type(c).__name__}:{c!r};".encode())
 
 
 def as_simulator(simulator) -> Simulator:

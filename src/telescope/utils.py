@@ -8,7 +8,26 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["check_count", "check_matrix", "check_finite_rows", "progress", "as_device"]
+__all__ = ["check_seed", "check_count", "check_matrix", "check_finite_rows", "progress", "as_device"]
+
+
+#: Seeds accepted by campaigns: every integer in ``[SEED_MIN, SEED_MAX]`` (the range of ``torch.manual_seed``)
+#: gives its own stream.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """An integer seed in ``[-2**63, 2**64 - 1]``, or a TypeError/ValueError naming ``name``.
+
+    Floats (even ``1.0``), strings, ``None`` and booleans are refused rather than converted.
+    """
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+        raise TypeError(f"{name} must be an integer in [-2**63, 2**64 - 1], got {seed!r} ({type(seed).__name__})")
+    seed = int(seed.__index__())
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise ValueError(f"{name} must be an integer in [-2**63, 2**64 - 1] (the range of torch.manual_seed), "
+                         f"got {seed}")
+    return seed
 
 
 def check_count(name: str, value, minimum: int = 1) -> int:

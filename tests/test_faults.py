@@ -155,7 +155,7 @@ def test_fingerprints_differ_for_different_captured_state():
 def test_a_campaign_with_different_physics_is_refused_and_a_pin_overrides(tmp_path):
     store = tmp_path / "s"
     simulate(Simulator(_noisy_with(0.08), name="sim"), PRIOR, 20, batch_size=10, store=store, progress_bar=False)
-    with pytest.raises(ValueError, match=r"(?s)captures.*new store.*fingerprint='[0-9a-f]{16}'"):
+    with pytest.raises(ValueError, match=r"(?s)captures.*new store path.*fingerprint='[0-9a-f]{16}'"):
         simulate(Simulator(_noisy_with(7.0), name="sim"), PRIOR, 40, batch_size=10, store=store, progress_bar=False)
     assert store_info(store)["levels"][0]["n_stored"] == 20  # nothing appended
     stored = store_info(store)["simulators"][0]["fingerprint"]

@@ -810,7 +810,7 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
         if diffs:
             raise ValueError(f"store {str(path)!r} holds simulations of a different campaign and cannot be mixed with "
                              f"this one:\n  - " + "\n  - ".join(diffs) +
-                             "\nStart a new store (another store= path), or repeat the store's settings to resume it."
+                             "\nStart a new store path (another store=), or repeat the store's settings to resume it."
                              + (f" If the simulator changed in a way that does not change its simulations (a "
                                 f"refactor, a renamed variable) and you mean to append to this store anyway, pin its "
                                 f"fingerprint: Simulator(fn, name=..., config=..., fingerprint={pin[0]!r})"

@@ -93,7 +93,8 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
           clip: float | None = 5.0, weight_decay: float = 0.0, ema: float | None = None,
           ema_max_epochs: float | None = None, backward: Callable | None = None, max_time: float | None = None,
           device=None, seed: int | None = 0, progress_bar: bool = True, desc: str = "train", min_epochs: int = 1,
-          schedule: str | None = None) -> dict:
+          schedule: str | None = None, val_data: Batch | Sequence[Batch] | None = None,
+          val_loss_fn: Callable | None = None, val_initial: bool = False) -> dict:
     """Train ``module`` by minimising ``loss_fn`` over ``data``.
 
     Arguments:
@@ -117,6 +118,14 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         schedule: ``None`` (constant ``lr``) or ``"cosine"``: the learning rate falls from ``lr`` to 0 along
             half a cosine over ``max_epochs`` (Loshchilov & Hutter, 2017); early stopping still applies.
         device, seed, progress_bar: where to train, seed of splits/shuffles/dropout, show a bar.
+        val_data: a validation set of the same structure as ``data`` (then ``data`` is used whole for
+            training and ``val_fraction`` only switches validation on or off), for callers that split once
+            and train in several stages on the same split.
+        val_loss_fn: the validation loss, ``val_loss_fn(net, val_batch)`` (default ``loss_fn``); with it,
+            ``val_data`` may have another structure than ``data`` (e.g. a multilevel estimate of the
+            high-fidelity loss to validate a network trained on one level).
+        val_initial: validate the module before the first step too, and keep its initial weights when no
+            epoch beats them (fine-tuning a pre-trained network: ``best_epoch`` is then -1).
 
     Returns:
         A history dict: ``train_loss``, ``val_loss``, ``lr`` (at the end of each epoch), ``best_epoch``, ``epochs``,
@@ -131,11 +140,20 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
     dev = as_device(device)
     module.to(dev)
     gen = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ()).item()))
-    train_sets, val_sets = [], []
-    for g in groups:
-        tr, va = split(g, val_fraction, gen)
-        train_sets.append({k: v.to(dev) for k, v in tr.items()})
-        val_sets.append({k: v.to(dev) for k, v in va.items()})
+    if val_data is not None:
+        vgroups = [val_data] if isinstance(val_data, dict) else list(val_data)
+        if len(vgroups) != len(groups) and val_loss_fn is None:
+            raise ValueError(f"val_data must have one group per group of data ({len(groups)}), got {len(vgroups)}")
+        for i, v in enumerate(vgroups):
+            _check_group(v, i)
+        train_sets = [{k: v.to(dev) for k, v in g.items()} for g in groups]
+        val_sets = [{k: v.to(dev) for k, v in g.items()} for g in vgroups]
+    else:
+        train_sets, val_sets = [], []
+        for g in groups:
+            tr, va = split(g, val_fraction, gen)
+            train_sets.append({k: v.to(dev) for k, v in tr.items()})
+            val_sets.append({k: v.to(dev) for k, v in va.items()})
     n_train = [next(iter(t.values())).shape[0] for t in train_sets]
     if batch_size is None:
         batch_size = min(512, max(50, max(n_train) // 20))
@@ -157,7 +175,7 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         ema = min(float(ema), 1.0 - 1.0 / max(1.0, ema_max_epochs * n_steps))
     avg = torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=_ema(ema)) if ema else None
 
-    def batches(sets, shuffle: bool):
+    def batches(sets, shuffle: bool, single: bool):
         perms = [torch.randperm(n, generator=gen).to(dev) if shuffle else torch.arange(n, device=dev)
                  for n in (next(iter(s.values())).shape[0] for s in sets)]
         steps = n_steps if shuffle else max(1, math.ceil(max(p.numel() for p in perms) / 4096))
@@ -167,17 +185,21 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
                 lo, hi = (b * p.numel()) // steps, ((b + 1) * p.numel()) // steps
                 idx = p[lo:hi]
                 out.append({k: v[idx] for k, v in s.items()})
-            yield b, (out[0] if isinstance(data, dict) else out)
+            yield b, (out[0] if single else out)
 
     history: dict = {"train_loss": [], "val_loss": [], "lr": [], "best_epoch": 0, "epochs": 0, "ema": ema or None}
     best, best_state, bad = math.inf, None, 0
     t0 = time.perf_counter()
+    if val_initial and has_val:
+        single = isinstance(data if val_data is None else val_data, dict)
+        best = _validate(module, val_loss_fn or loss_fn, batches(val_sets, False, single), -1)
+        best_state, history["best_epoch"], history["initial_val_loss"] = copy.deepcopy(module.state_dict()), -1, best
     with seeded(int(torch.randint(2**62, (1,), generator=gen).item())), \
             progress(total=max_epochs, desc=desc, enabled=progress_bar, unit="epoch") as bar:
         for epoch in range(max_epochs):
             module.train()
             total, count = torch.zeros((), device=dev), 0
-            for b, batch in batches(train_sets, True):
+            for b, batch in batches(train_sets, True, isinstance(data, dict)):
                 terms = _terms(loss_fn(module, batch))
                 _check_finite(terms, epoch, b, "training")
                 opt.zero_grad(set_to_none=True)
@@ -199,7 +221,8 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
             history["epochs"] = epoch + 1
             if has_val:
                 net = avg.module if avg is not None else module
-                val = _validate(net, loss_fn, batches(val_sets, False), epoch)
+                single = isinstance(data if val_data is None else val_data, dict)
+                val = _validate(net, val_loss_fn or loss_fn, batches(val_sets, False, single), epoch)
                 history["val_loss"].append(val)
                 if val < best:
                     best, bad, history["best_epoch"] = val, 0, epoch

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Level", "as_levels", "pooled", "pair_correlations", "check_coupling"]
+__all__ = ["Level", "as_levels", "pooled", "pair_correlations", "check_coupling", "split_level", "cheap"]
 
 
 class Level(dict):
@@ -211,3 +211,22 @@ def check_coupling(levels: Sequence[Level], min_correlation: float = 0.1, stackl
                       f"multilevel training cannot help. Check that both members of each pair are simulated "
                       f"with the same noise (seed matching)", UserWarning, stacklevel=stacklevel)
     return corr
+
+
+def split_level(level: Level, val_fraction: float, generator: torch.Generator) -> tuple[Level, Level]:
+    """Random ``(train, validation)`` split of one level's rows (pairs stay whole), as :func:`telescope.train.split`."""
+    n = level.n
+    n_val = int(round(val_fraction * n))
+    n_val = min(max(n_val, 1 if val_fraction > 0 and n > 1 else 0), n - 1)
+    perm = torch.randperm(n, generator=generator)
+    va, tr = perm[:n_val], perm[n_val:]
+    return Level({k: v[tr] for k, v in level.items()}), Level({k: v[va] for k, v in level.items()})
+
+
+def cheap(levels: Sequence[Level]) -> tuple[Tensor, Tensor]:
+    """All level-0 simulations: ``(theta_0, x_0)`` plus the low members of level 1's pairs."""
+    theta, x = [levels[0]["theta"]], [levels[0]["x"]]
+    if len(levels) > 1:
+        theta.append(levels[1]["theta"])
+        x.append(levels[1]["x_low"])
+    return torch.cat(theta), torch.cat(x)

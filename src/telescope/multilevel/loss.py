@@ -63,7 +63,7 @@ class _SameRandomness:
 
 
 def mlmc_terms(loss: Callable[[Batch], Tensor], batches: Sequence, weights: Sequence[float] | None = None, *,
-               per_sample: bool = False) -> dict[str, Tensor]:
+               per_sample: bool = False, coefficients: Sequence[float] | None = None) -> dict[str, Tensor]:
     r"""The terms of the MLMC loss (eq. 2) on one batch of every level.
 
     Arguments:
@@ -75,6 +75,9 @@ def mlmc_terms(loss: Callable[[Batch], Tensor], batches: Sequence, weights: Sequ
             of tensors with the same keys (e.g. ``theta``, ``x``), the two members of a pair row-aligned.
         weights: per-level weights ``w_l`` multiplying the *sum* over the level's rows; default ``1 / n_l`` (the
             level's batch mean, eq. 2).  Training with minibatches of unequal sizes uses ``1 / E[n_l]``.
+        coefficients: control-variate coefficients ``[a_0, ..., a_{L-1}]`` (``a_L = 1``): the loss becomes
+            :math:`a_0 \bar f^0 + \sum_l (a_l \bar f^l - a_{l-1} \bar f^{l-1})` over each level's own rows, unbiased for
+            :math:`\mathbb{E} f^L` for any coefficients (the sum telescopes); all ones (default) is eq. (2).
 
     Returns:
         ``{"h0": ..., "f1@1": ..., "-f0@1": ..., ...}`` scalar tensors whose sum is :math:`\ell_{\mathrm{MLMC}}`.
@@ -106,6 +109,15 @@ def mlmc_terms(loss: Callable[[Batch], Tensor], batches: Sequence, weights: Sequ
         if len(weights) != L + 1:
             raise ValueError(f"weights must have one entry per level ({L + 1}), got {len(weights)}")
         w = [float(weights[0])] + [float(weights[l]) for l in range(1, L + 1) for _ in (0, 1)]
+    if coefficients is not None:
+        a = [float(c) for c in coefficients]
+        if len(a) != L:
+            raise ValueError(f"coefficients must have one entry per level below the top ({L}), got {len(a)}")
+        a = a + [1.0]
+        w[0] *= a[0]
+        for l in range(1, L + 1):
+            w[2 * l - 1] *= a[l]
+            w[2 * l] *= a[l - 1]
     signs = [1.0] + [1.0, -1.0] * L
     names = term_names(L)
     ref = next(iter(members[0].values()))
@@ -137,6 +149,7 @@ def mlmc_terms(loss: Callable[[Batch], Tensor], batches: Sequence, weights: Sequ
 
 
 def mlmc_loss(loss: Callable[[Batch], Tensor], batches: Sequence, weights: Sequence[float] | None = None, *,
-              per_sample: bool = False) -> Tensor:
+              per_sample: bool = False, coefficients: Sequence[float] | None = None) -> Tensor:
     """The MLMC loss of eq. (2): the sum of :func:`mlmc_terms`."""
-    return sum(mlmc_terms(loss, batches, weights, per_sample=per_sample).values())  # type: ignore[return-value]
+    terms = mlmc_terms(loss, batches, weights, per_sample=per_sample, coefficients=coefficients)
+    return sum(terms.values())  # type: ignore[return-value]

@@ -33,8 +33,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,10 +50,16 @@ from ..priors import in_support
 from ..simulators import seeded
 from ..train import train
 from .adjust import GradientAdjustment
-from .levels import Level, as_levels, check_coupling, pooled
+from .levels import Level, as_levels, check_coupling, cheap, pooled, split_level
 from .loss import mlmc_terms
+from .safeguard import compare, pair_losses
+from .weights import coefficients, weighted_mean
 
 __all__ = ["Multilevel", "MultilevelNLE", "MultilevelNPE"]
+
+#: keyword arguments of :class:`Multilevel` (the rest go to the wrapped estimator)
+_ML_OPTIONS = ("rescale", "project", "eps", "min_correlation", "pretrain", "weights", "safeguard", "staged",
+                "val_se", "finetune_lr")
 
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train).parameters.items()
                    if v.default is not inspect.Parameter.empty}
@@ -110,7 +118,8 @@ class Multilevel:
     train_defaults: dict[str, Any] = {}
 
     def __init__(self, estimator: Estimator, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
-                 min_correlation: float = 0.1):
+                 min_correlation: float = 0.1, pretrain: bool = True, weights="auto", safeguard="fallback",
+                 staged: bool = True, val_se: float = 1.0, finetune_lr: float = 1.0):
         if isinstance(estimator, type):
             raise TypeError(f"estimator must be an estimator instance such as {estimator.__name__}(prior), "
                             f"got the class {estimator.__name__}")
@@ -122,6 +131,13 @@ class Multilevel:
         self.estimator = estimator
         self.rescale, self.project, self.eps = bool(rescale), bool(project), float(eps)
         self.min_correlation = float(min_correlation)
+        if not (weights in ("auto", "mlmc") or isinstance(weights, (list, tuple))):
+            raise ValueError(f"weights must be 'auto', 'mlmc' or a list of coefficients [a_0, ..., a_(L-1)], "
+                             f"got {weights!r}")
+        if safeguard not in (False, "warn", "fallback"):
+            raise ValueError(f"safeguard must be 'fallback', 'warn' or False, got {safeguard!r}")
+        self.pretrain, self.weights, self.safeguard, self.staged = bool(pretrain), weights, safeguard, bool(staged)
+        self.val_se, self.finetune_lr = float(val_se), float(finetune_lr)
         self.adjustment: GradientAdjustment | None = None
 
     def __getattr__(self, name: str):
@@ -175,10 +191,107 @@ class Multilevel:
         est.net = net
         kwargs = {"seed": est.seed, "device": est.device, "desc": f"train ML-{type(est).__name__}",
                   **est.train_defaults, **self.train_defaults, **train_kwargs}
-        sizes = [level.n for level in lv]
-        weights = _LevelWeights(sizes, float(kwargs.get("val_fraction", _TRAIN_DEFAULTS["val_fraction"])))
-        per_sample = callable(getattr(est, "_loss_terms", None))
+        vf = float(kwargs.pop("val_fraction", _TRAIN_DEFAULTS["val_fraction"]))
         L = len(lv) - 1
+        per_sample = callable(getattr(est, "_loss_terms", None))
+        if not self.staged or L == 0:
+            return self._fit_plain(lv, net, kwargs, vf, correlations, per_sample)
+        gen = torch.Generator().manual_seed(int(seed))
+        tr, va = zip(*(split_level(level, vf, gen) for level in lv))
+        tr, va = list(tr), list(va)
+        record: dict[str, Any] = {"n": [level.n for level in lv], "n_train": [level.n for level in tr],
+                                  "n_val": [level.n for level in va], "pair_correlations": correlations}
+        quiet = {**kwargs, "progress_bar": kwargs.get("progress_bar", True)}
+        init = copy.deepcopy(net.state_dict())
+        if self.pretrain:
+            h = train(net, est._loss, est._data(*cheap(tr)), val_data=est._data(*cheap(va)), val_fraction=vf,
+                      **{**quiet, "desc": f"pre-train ML-{type(est).__name__} on level 0"})
+            record["pretrain"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"], "seconds": h["seconds"]}
+        a = [1.0] * L
+        if isinstance(self.weights, (list, tuple)):
+            a = [float(c) for c in self.weights]
+        elif self.weights == "auto" and per_sample:
+            a, info = coefficients(pair_losses(est, net, tr), [level.n for level in tr], stacklevel=3)
+            record["weights_info"] = info
+        record["weights"] = a
+        val_fn = (self._val_fn(a) if per_sample and self.val_se
+                  else self._loss_fn(lv_sizes=[level.n for level in va], a=a, per_sample=per_sample))
+        self.adjustment = None
+        if self.rescale or self.project:
+            self.adjustment = GradientAdjustment(rescale=self.rescale, project=self.project, eps=self.eps,
+                                                 batched=per_sample)
+        loss_fn = self._loss_fn(lv_sizes=[level.n for level in tr], a=a, per_sample=per_sample)
+        history = train(net, loss_fn, self._groups(tr), val_data=self._groups(va), val_fraction=vf,
+                        val_loss_fn=val_fn, backward=self.adjustment, val_initial=self.pretrain,
+                        **{**kwargs, "lr": kwargs.get("lr", 1e-3) * self.finetune_lr})
+        record["adjustment"] = self.adjustment.stats if self.adjustment is not None else None
+        if self.safeguard and per_sample:
+            record["safeguard"] = self._safeguard(net, init, tr, va, a, kwargs, vf, val_fn)
+        record.update(rescale=self.rescale, project=self.project, pretrain=self.pretrain)
+        history["multilevel"] = record
+        est.history = history
+        return self
+
+    def _loss_fn(self, lv_sizes: Sequence[int], a: Sequence[float], per_sample: bool):
+        """``loss_fn(net, groups)``: the weighted MLMC loss of one pass over groups of these sizes."""
+        est = self.estimator
+
+        def loss_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+            batches: list[Any] = [batch[0]]
+            for g in batch[1:]:
+                batches.append(({k[3:]: v for k, v in g.items() if k.startswith("hi/")},
+                                {k[3:]: v for k, v in g.items() if k.startswith("lo/")}))
+            fn = (lambda b: est._loss_terms(module, b)) if per_sample else (lambda b: est._loss(module, b))
+            rows = [next(iter(g.values())).shape[0] for g in batch]
+            big = max(range(len(lv_sizes)), key=lambda i: lv_sizes[i])
+            per_row = max(rows[big], 1) / lv_sizes[big]
+            w = [1.0 / max(n * per_row, 1e-12) for n in lv_sizes]
+            return mlmc_terms(fn, batches, w, per_sample=per_sample, coefficients=a)
+        return loss_fn
+
+    def _val_fn(self, a: Sequence[float]):
+        """Validation criterion: the weighted MLMC estimate of the held-out loss plus ``val_se`` standard errors.
+
+        Over-fitting the few pairs shows first as a growing spread of ``f^l - a f^(l-1)`` over held-out
+        pairs; penalising the standard error keeps a noisy minimum of a handful of pairs from being chosen.
+        """
+        est, c = self.estimator, self.val_se
+
+        def val_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> Tensor:
+            f0 = est._loss_terms(module, batch[0])
+            pairs = [(est._loss_terms(module, {k[3:]: v for k, v in g.items() if k.startswith("hi/")}),
+                      est._loss_terms(module, {k[3:]: v for k, v in g.items() if k.startswith("lo/")}))
+                     for g in batch[1:]]
+            value, se = weighted_mean(f0, pairs, a)
+            return torch.tensor(value + c * se)
+        return val_fn
+
+    def _safeguard(self, net, init, tr, va, a, kwargs, vf, val_fn) -> dict:
+        """Train the same network on the top level's expensive simulations alone and compare out of sample."""
+        est = self.estimator
+        top = tr[-1]
+        alone = copy.deepcopy(net)
+        alone.load_state_dict(init)
+        train(alone, est._loss, est._data(top["theta"], top["x"]), val_data=self._groups(va), val_fraction=vf,
+              val_loss_fn=val_fn, **{**kwargs, "desc": f"safeguard: {type(est).__name__} on level {len(tr) - 1}"})
+        diff, se = compare(est, net, alone, va, a)
+        out = {"difference": diff, "se": se, "used": "multilevel"}
+        if diff > 0:
+            msg = (f"the multilevel estimator is not better than training on the expensive level alone: its "
+                   f"held-out loss is {diff:+.4f} (standard error {se:.4f}) against the network trained on the "
+                   f"{top.n} expensive simulations of the top level only")
+            if self.safeguard == "fallback":
+                net.load_state_dict(alone.state_dict())
+                out["used"] = "expensive level alone"
+                msg += "; using that network instead (safeguard='warn' keeps the multilevel one)"
+            warnings.warn(msg, UserWarning, stacklevel=4)
+        return out
+
+    def _fit_plain(self, lv, net, kwargs, vf, correlations, per_sample) -> "Multilevel":
+        """Paper 1's training: eq. (2) from scratch with Algorithm 1, split and stopping by :func:`train`."""
+        est = self.estimator
+        sizes = [level.n for level in lv]
+        weights = _LevelWeights(sizes, vf)
 
         def loss_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
             batches: list[Any] = [batch[0]]
@@ -194,10 +307,10 @@ class Multilevel:
             return mlmc_terms(fn, batches, w, per_sample=per_sample)
 
         self.adjustment = None
-        if L >= 1 and (self.rescale or self.project):
+        if len(lv) > 1 and (self.rescale or self.project):
             self.adjustment = GradientAdjustment(rescale=self.rescale, project=self.project, eps=self.eps,
                                                  batched=per_sample)
-        history = train(net, loss_fn, self._groups(lv), backward=self.adjustment, **kwargs)
+        history = train(net, loss_fn, self._groups(lv), backward=self.adjustment, val_fraction=vf, **kwargs)
         history["multilevel"] = {
             "n": sizes, "pair_correlations": correlations, "rescale": self.rescale, "project": self.project,
             "adjustment": self.adjustment.stats if self.adjustment is not None else None,
@@ -238,10 +351,9 @@ class MultilevelNLE(Multilevel):
         Multilevel(NLE, rescale=True, project=True)
     """
 
-    def __init__(self, prior, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
-                 min_correlation: float = 0.1, **nle_kwargs):
-        super().__init__(NLE(prior, **nle_kwargs), rescale=rescale, project=project, eps=eps,
-                         min_correlation=min_correlation)
+    def __init__(self, prior, **kwargs):
+        ml = {k: kwargs.pop(k) for k in _ML_OPTIONS if k in kwargs}
+        super().__init__(NLE(prior, **kwargs), **ml)
 
 
 class MultilevelNPE(Multilevel):
@@ -251,7 +363,6 @@ class MultilevelNPE(Multilevel):
     :class:`telescope.NPE` (``flow``, ``transforms``, ``hidden``, ``bins``, ``embedding``, ``device``, ``seed``).
     """
 
-    def __init__(self, prior, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
-                 min_correlation: float = 0.1, **npe_kwargs):
-        super().__init__(NPE(prior, **npe_kwargs), rescale=rescale, project=project, eps=eps,
-                         min_correlation=min_correlation)
+    def __init__(self, prior, **kwargs):
+        ml = {k: kwargs.pop(k) for k in _ML_OPTIONS if k in kwargs}
+        super().__init__(NPE(prior, **kwargs), **ml)

@@ -1,0 +1,63 @@
+r"""Out-of-sample checks of a multilevel estimator against the expensive level alone.
+
+A multilevel loss (paper 1, eq. 2, or its weighted form in :mod:`telescope.multilevel.weights`) is an
+unbiased estimate of the high-fidelity loss; whether the network it trains is better than one trained
+on the expensive simulations alone depends on the coupling, the allocation and over-fitting of the few
+pairs, and cannot be known in advance.  :func:`compare` estimates the difference of the held-out
+high-fidelity loss :math:`\mathbb{E} f^L_{\phi_1} - \mathbb{E} f^L_{\phi_2}` of two networks on held-out
+level data, with the control-variate estimate of :func:`telescope.multilevel.weights.weighted_mean`
+applied to the per-simulation differences (the cheap level makes the comparison more precise than the
+few held-out expensive simulations alone), and its standard error.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .levels import Level
+from .weights import weighted_mean
+
+__all__ = ["per_sample_losses", "pair_losses", "compare"]
+
+
+@torch.no_grad()
+def per_sample_losses(est, net: nn.Module, theta: Tensor, x: Tensor, chunk: int = 8192) -> Tensor:
+    """``(n,)`` per-simulation losses ``est._loss_terms`` of ``net`` (evaluation mode, in chunks)."""
+    was = net.training
+    net.eval()
+    try:
+        dev = est.device
+        out = [est._loss_terms(net, est._data(t.to(dev), xx.to(dev))).detach().cpu()
+               for t, xx in zip(theta.split(chunk), x.split(chunk))]
+    finally:
+        net.train(was)
+    return torch.cat(out)
+
+
+def pair_losses(est, net: nn.Module, levels: Sequence[Level]) -> list[tuple[Tensor, Tensor]]:
+    """Per-simulation losses ``(f_high, f_low)`` of both members of each level's pairs (levels ``1..L``)."""
+    return [(per_sample_losses(est, net, lv["theta"], lv["x"]), per_sample_losses(est, net, lv["theta"], lv["x_low"]))
+            for lv in levels[1:]]
+
+
+def compare(est, net_a: nn.Module, net_b: nn.Module, levels: Sequence[Level],
+            a: Sequence[float] | None = None) -> tuple[float, float]:
+    """Held-out high-fidelity loss of ``net_a`` minus that of ``net_b``, and its standard error.
+
+    Arguments:
+        est: the estimator whose ``_loss_terms`` defines the per-simulation loss.
+        net_a, net_b: two trained networks for ``est``.
+        levels: held-out level data (not used for training either network's weights).
+        a: control-variate coefficients (default all ones, eq. 2).
+
+    Returns:
+        ``(difference, standard_error)``: negative when ``net_a`` is better.
+    """
+    d0 = (per_sample_losses(est, net_a, levels[0]["theta"], levels[0]["x"])
+          - per_sample_losses(est, net_b, levels[0]["theta"], levels[0]["x"]))
+    pa, pb = pair_losses(est, net_a, levels), pair_losses(est, net_b, levels)
+    pairs = [(ha - hb, la - lb) for (ha, la), (hb, lb) in zip(pa, pb)]
+    return weighted_mean(d0, pairs, a)

@@ -41,6 +41,7 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -766,7 +767,7 @@ def _jsonable(obj):
 
 
 def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_info: list[dict]):
-    from .store import SCHEMA_VERSION, Store, _version
+    from .store import SCHEMA_VERSION, Store, _version, damaged
 
     p_info = prior_info(prior)
     plan = [{"level": lv.level, "n": lv.n, "batch_size": lv.batch_size, "seed": lv.seed} for lv in levels]
@@ -829,6 +830,9 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
         if new_plan != meta.get("levels"):
             store.set_meta(levels=new_plan)
         return store
+    except sqlite3.DatabaseError as e:
+        store.close()
+        raise damaged(store.file, e) from None
     except BaseException:
         store.close()
         raise

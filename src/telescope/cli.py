@@ -3,7 +3,7 @@
     telescope demo [--task two_moons] [--method npe] [--n 10000] [--out telescope-report]
     telescope tasks [--regenerate NAME [--observations 1,2] [--n 10000]]
     telescope simulate TASK --n N --store PATH [--workers W] [--scheduler ADDRESS]
-    telescope store info PATH
+    telescope store info PATH | telescope store checkpoint PATH
     telescope mlmc-test ...
     telescope bench --methods npe,nre_c --tasks two_moons --budgets 1000 [--seeds 0,1] [--out FILE] | --summary FILE
 """

@@ -6,6 +6,7 @@
     telescope simulate two_moons --n 10000 --store runs/x --workers 4
     telescope simulate two_moons --n 10000 --store runs/x --scheduler tcp://10.0.0.1:8786
     telescope store info runs/x [--json]
+    telescope store checkpoint runs/x      # fold the write-ahead log into the .sqlite file (before copying it)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import json
 import sys
 
-__all__ = ["add_parsers", "cmd_simulate", "cmd_store_info", "format_info"]
+__all__ = ["add_parsers", "cmd_simulate", "cmd_store_checkpoint", "cmd_store_info", "format_info"]
 
 
 def add_parsers(subparsers) -> None:
@@ -36,12 +37,16 @@ def add_parsers(subparsers) -> None:
 
     s = subparsers.add_parser("store", help="inspect simulation stores",
                               description="Inspect simulation stores written by simulate.")
-    ss = s.add_subparsers(dest="store_command", metavar="{info}")
+    ss = s.add_subparsers(dest="store_command", metavar="{info,checkpoint}")
     ss.required = True
     i = ss.add_parser("info", help="size, levels, failures, simulator and seeds of a store")
     i.add_argument("path", help="store directory or .sqlite file")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=cmd_store_info)
+    c = ss.add_parser("checkpoint", help="move the write-ahead log into the .sqlite file (then the file alone "
+                                         "holds the store and can be copied)")
+    c.add_argument("path", help="store directory or .sqlite file")
+    c.set_defaults(func=cmd_store_checkpoint)
 
 
 def _fail(msg: str) -> int:
@@ -109,9 +114,21 @@ def cmd_store_info(args) -> int:
 
     try:
         info = store_info(args.path)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         return _fail(str(e))
     print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def cmd_store_checkpoint(args) -> int:
+    from .store import checkpoint
+
+    try:
+        res = checkpoint(args.path)
+    except (ValueError, OSError, RuntimeError) as e:
+        return _fail(str(e))
+    print(f"{res['file']}: {res['checkpointed']} write-ahead log pages moved into the file; it now holds the "
+          f"whole store")
     return 0
 
 

@@ -42,6 +42,16 @@ Reading without telescope::
 ``theta``, ``x``, ``x_low`` are ``<f4`` (float32), ``ok`` is ``u1`` (1 = usable), ``noise_seed``
 is ``<i8``: the seed that drew the sample's noise — when it equals the batch seed the sample is
 row ``i`` of a draw for the whole batch, otherwise it was simulated alone from that seed.
+
+Copying a store: while a campaign runs (or after it was killed) the latest batches live in the
+write-ahead log ``simulations.sqlite-wal`` next to the file; a finished campaign folds it back.  Copy
+the ``-wal`` file with the ``.sqlite`` file, or first run ``telescope store checkpoint PATH``
+(:func:`checkpoint`), which moves everything into the ``.sqlite`` file.
+
+Damaged or foreign files are refused, never repaired or overwritten: a file that is not SQLite,
+a SQLite database without telescope's tables (it is left untouched), a corrupted page, or a
+hand-edited row that does not parse all raise a ValueError naming the file (and the batch).  A
+read-only store is read through SQLite's read-only mode.
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Store", "load_simulations", "store_info"]
+__all__ = ["Store", "checkpoint", "load_simulations", "store_info"]
 
 SCHEMA_VERSION = 1
 DB_NAME = "simulations.sqlite"
@@ -161,17 +171,27 @@ class Store:
         self.file = db_file(self.path)
         self.write = write
         self._lock = None
+        self.con = None
         if write:
             if self.path.exists() and not self.path.is_dir() and self.file == self.path / DB_NAME:
                 raise ValueError(f"store path {str(path)!r} is an existing file that is not a simulation store; "
                                  f"pass a directory (created if missing) or a path ending in .sqlite")
+            _check_sqlite_file(self.file)
             self.file.parent.mkdir(parents=True, exist_ok=True)
             self._take_lock()
         elif not self.file.exists():
             raise FileNotFoundError(f"no simulation store at {str(path)!r} (looked for {str(self.file)!r})")
-        self.con = sqlite3.connect(str(self.file), timeout=30.0, isolation_level=None)
+        else:
+            _check_sqlite_file(self.file)
         try:
+            self.con = self._connect()
             if write:
+                tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and ("meta" not in tables or self._read_meta().get("format") != "telescope-simulations"):
+                    self.close()
+                    raise ValueError(f"{str(self.file)!r} is a SQLite database that is not a telescope simulation "
+                                     f"store (it has the tables {sorted(tables)}); it was left untouched. Use "
+                                     f"another store path")
                 self.con.execute("PRAGMA journal_mode=WAL")
                 self.con.execute("PRAGMA synchronous=NORMAL")
                 self.con.executescript(_SCHEMA)
@@ -181,10 +201,33 @@ class Store:
             self.meta = self._read_meta()
         except sqlite3.DatabaseError as e:
             self.close()
-            raise ValueError(f"{str(self.file)!r} is not a readable telescope simulation store: {e}") from None
+            raise damaged(self.file, e) from None
+        except ValueError:
+            self.close()
+            raise
         if self.meta and self.meta.get("format") != "telescope-simulations":
             self.close()
             raise ValueError(f"{str(self.file)!r} is a SQLite file but not a telescope simulation store")
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection; for reading a file this process may not write, SQLite's read-only mode."""
+        if self.write or os.access(self.file, os.W_OK) and os.access(self.file.parent, os.W_OK):
+            return sqlite3.connect(str(self.file), timeout=30.0, isolation_level=None)
+        uri = self.file.resolve().as_uri()
+        con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+        try:
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError:  # WAL needs a writable -shm: without a -wal, read it as immutable
+            con.close()
+            wal = self.file.with_name(self.file.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise ValueError(
+                    f"store {str(self.file)!r} is read-only and its latest batches are still in {str(wal)!r} "
+                    f"(write-ahead log), which SQLite can only read with write access to the folder. Copy the "
+                    f".sqlite file together with its -wal file to a writable place, or run `telescope store "
+                    f"checkpoint` where the store is writable") from None
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
     # -- locking ---------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -225,9 +268,18 @@ class Store:
     def _read_meta(self) -> dict:
         try:
             rows = self.con.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.OperationalError:
-            return {}
-        return {k: json.loads(v) for k, v in rows}
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # a new (empty) database
+                return {}
+            raise  # read-only, locked, I/O error: never read as "empty"
+        meta = {}
+        for k, v in rows:
+            try:
+                meta[k] = json.loads(v)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"store {str(self.file)!r} has an unreadable meta entry {k!r} ({e}: {str(v)[:80]!r}); "
+                                 f"was it edited by hand?") from None
+        return meta
 
     def set_meta(self, **items: Any) -> None:
         with _transaction(self.con):
@@ -274,13 +326,35 @@ class Store:
              "WHERE level = ?" + (" AND idx < ?" if max_batches is not None else "") + " ORDER BY idx")
         args = (level,) if max_batches is None else (level, max_batches)
         parts: dict[str, list] = {"theta": [], "x": [], "x_low": [], "ok": [], "noise_seed": []}
-        for t, ts, x, xs, xl, xls, ok, ns in self.con.execute(q, args):
-            parts["theta"].append(_array(t, "<f4", json.loads(ts)))
-            parts["x"].append(_array(x, "<f4", json.loads(xs)))
-            if xl is not None:
-                parts["x_low"].append(_array(xl, "<f4", json.loads(xls)))
-            parts["ok"].append(np.frombuffer(ok, "u1").astype(bool))
-            parts["noise_seed"].append(np.frombuffer(ns, "<i8").astype(np.int64))
+        q = q.replace("SELECT ", "SELECT idx, ", 1)
+        for idx, t, ts, x, xs, xl, xls, ok, ns in self.con.execute(q, args):
+            column = "theta"
+            try:
+                theta = _array(t, "<f4", json.loads(ts))
+                column = "x"
+                xa = _array(x, "<f4", json.loads(xs))
+                column = "x_low"
+                xla = None if xl is None else _array(xl, "<f4", json.loads(xls))
+                column = "ok"
+                oka = np.frombuffer(ok, "u1").astype(bool)
+                column = "noise_seed"
+                nsa = np.frombuffer(ns, "<i8").astype(np.int64)
+                column = "row counts"
+                n = theta.shape[0]
+                if xa.shape[0] != n or oka.shape[0] != n or nsa.shape[0] != n or (xla is not None and xla.shape[0] != n):
+                    raise ValueError(f"theta has {n} rows, x {xa.shape[0]}, ok {oka.shape[0]}, noise_seed "
+                                     f"{nsa.shape[0]}")
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"store {str(self.file)!r}: batch {idx} of level {level} is unreadable in column "
+                                 f"{column!r} ({type(e).__name__}: {e}); was the row edited by hand? Delete it "
+                                 f"(DELETE FROM batches WHERE level = {level} AND idx = {idx}) and rerun the campaign "
+                                 f"to simulate it again") from None
+            parts["theta"].append(theta)
+            parts["x"].append(xa)
+            if xla is not None:
+                parts["x_low"].append(xla)
+            parts["ok"].append(oka)
+            parts["noise_seed"].append(nsa)
         if not parts["theta"]:
             d = self._theta_dim()
             ev = tuple(self.meta.get("x_event_shape") or (0,))
@@ -323,6 +397,44 @@ class _transaction:
 
     def __exit__(self, exc_type, *exc):
         self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(file: Path) -> None:
+    """Refuse a file that exists, is not empty and is not SQLite (it is never overwritten)."""
+    if not file.is_file() or file.stat().st_size == 0:
+        return
+    with open(file, "rb") as fh:
+        head = fh.read(16)
+    if head != _SQLITE_MAGIC:
+        raise ValueError(f"{str(file)!r} is not a readable telescope simulation store: it is a "
+                         f"{file.stat().st_size}-byte file that is not SQLite (it starts with {head[:8]!r}); it was "
+                         f"left untouched. Use another store path, or delete the file if it is not needed")
+
+
+def damaged(file, e: Exception) -> ValueError:
+    """The error for a store SQLite cannot read: names the file, SQLite's message and how to recover."""
+    return ValueError(f"{str(file)!r} is not a readable telescope simulation store: SQLite says {e!s} "
+                      f"({type(e).__name__}). If the file is damaged, recover its readable rows into a new file with "
+                      f"`sqlite3 {file} .recover | sqlite3 recovered.sqlite`, or check it with "
+                      f"`sqlite3 {file} 'PRAGMA integrity_check'`")
+
+
+class _guard:
+    """Turn SQLite errors while reading a store into :func:`damaged` errors."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, sqlite3.DatabaseError):
+            raise damaged(self.file, exc) from None
+        return False
 
 
 def _to_torch(out: dict, include_failed: bool) -> dict:
@@ -370,10 +482,10 @@ def load_simulations(path, level: int | None = None, include_failed: bool = Fals
         >>> theta.shape, x.shape
         (torch.Size([10, 1]), torch.Size([10, 1]))
     """
-    with Store(path) as store:
+    with Store(path) as store, _guard(store.file):
         meta = store.meta
         if not meta:
-            raise ValueError(f"store {str(path)!r} is empty (no campaign was started in it)")
+            raise _empty(store)
         plan = meta.get("levels", [])
         n_levels = len(plan)
         if store.kind == "simulate" and level not in (None, 0):
@@ -389,13 +501,59 @@ def load_simulations(path, level: int | None = None, include_failed: bool = Fals
             warnings.warn(f"store {str(path)!r} is incomplete ({text} simulations); run the same campaign call "
                           f"again to resume it", RuntimeWarning, stacklevel=2)
         if store.kind == "simulate":
-            d = store.read(0, include_failed=include_failed)
+            d = _usable(store, 0, include_failed)
             return d["theta"], d["x"]
         out = []
         for lv in range(n_levels) if level is None else [level]:
-            d = store.read(lv, include_failed=include_failed)
+            d = _usable(store, lv, include_failed)
             out.append((d["theta"], d["x"]) if lv == 0 else (d["theta"], d["x"], d["x_low"]))
         return out if level is None else out[0]
+
+
+def _usable(store: Store, level: int, include_failed: bool) -> dict:
+    d = store.read(level, include_failed=include_failed)
+    n_stored = d["theta"].shape[0] + (0 if include_failed else d["n_failed"])
+    where = f"level {level} of store" if store.kind == "levels" else "store"
+    if n_stored == 0:
+        raise ValueError(f"{where} {str(store.path)!r} holds no finished batch yet (the campaign stopped, or was "
+                         f"interrupted, before its first batch was written); run the campaign call again")
+    if not include_failed and d["theta"].shape[0] == 0:
+        first = "; ".join(e for *_, e in store.failures(level, limit=3))
+        raise ValueError(f"all {n_stored} simulations of {where} {str(store.path)!r} failed, so there is nothing to "
+                         f"train on (first errors: {first}). load_simulations(..., include_failed=True) returns them "
+                         f"with NaN x; `telescope store info` lists the failures")
+    return d
+
+
+def _empty(store: Store) -> ValueError:
+    return ValueError(
+        f"store {str(store.path)!r} is empty (no campaign was started in it). If this file was copied from a store "
+        f"whose campaign was running or was killed, its latest data may still be in the write-ahead log next to "
+        f"the original ({store.file.name}-wal): copy that file too, or run `telescope store checkpoint PATH` on "
+        f"the original first")
+
+
+def checkpoint(path) -> dict:
+    """Move every committed batch of a store from its write-ahead log into the ``.sqlite`` file.
+
+    Afterwards the ``.sqlite`` file alone holds the whole store (safe to copy).  Takes the writer lock, so
+    it refuses while a campaign writes the store.  Returns ``{"file", "wal_frames", "checkpointed"}``.
+
+    Example:
+        >>> checkpoint("runs/x")  # doctest: +SKIP
+        {'file': 'runs/x/simulations.sqlite', 'wal_frames': 12, 'checkpointed': 12}
+    """
+    file = db_file(path)
+    if not file.exists():
+        raise FileNotFoundError(f"no simulation store at {str(path)!r} (looked for {str(file)!r})")
+    with Store(path, write=True) as store, _guard(store.file):
+        if not store.meta:
+            raise _empty(store)
+        busy, frames, done = store.con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise RuntimeError(f"store {str(path)!r} is being read by another process; the checkpoint could not "
+                               f"finish, try again")
+        return {"file": str(store.file), "wal_frames": int(frames), "checkpointed": int(done)}
 
 
 def store_info(path) -> dict:
@@ -405,10 +563,10 @@ def store_info(path) -> dict:
         >>> info = store_info("runs/x")  # doctest: +SKIP
         >>> info["levels"][0]["n_stored"], info["levels"][0]["n_failed"]  # doctest: +SKIP
     """
-    with Store(path) as store:
+    with Store(path) as store, _guard(store.file):
         meta = store.meta
         if not meta:
-            raise ValueError(f"store {str(path)!r} is empty (no campaign was started in it)")
+            raise _empty(store)
         stats = store.level_stats()
         levels = []
         for p, sim in zip(meta.get("levels", []), meta.get("simulators", [])):

@@ -56,6 +56,8 @@ __all__ = [
     "DiffusedUniform",
     "DiffusedProduct",
     "LearnedPriorScore",
+    "DiffusedFlat",
+    "exact_kernel_prior",
     "PriorScoreError",
     "diffused_prior",
     "positive_dims",
@@ -277,6 +279,53 @@ class DiffusedProduct(DiffusedPrior):
 
     def __repr__(self) -> str:
         return f"DiffusedProduct({self.parts})"
+
+
+class DiffusedFlat(DiffusedPrior):
+    r"""The improper flat "prior" (Lebesgue measure) on ``d`` coordinates: zero score, zero precision.
+
+    Its backward kernel is exactly Gaussian, :math:`p_{0|t}(\theta_0|\theta) = \mathcal{N}(\theta/\sqrt{\alpha_t},
+    (v_t/\alpha_t) I)`, i.e. :meth:`precision` is :math:`(\alpha_t/v_t) I`.  It stands in for a uniform
+    prior in the tall-data decomposition (:func:`exact_kernel_prior`).
+    """
+
+    def __init__(self, dim: int):
+        self.dim = int(dim)
+        self.precision0 = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+
+    def score(self, z: Tensor, alpha_bar) -> Tensor:
+        return torch.zeros_like(z)
+
+    def score0(self, z: Tensor) -> Tensor:
+        return torch.zeros_like(z)
+
+    def to(self, device) -> "DiffusedFlat":
+        out = DiffusedFlat(self.dim)
+        out.precision0 = self.precision0.to(device)
+        return out
+
+    def __repr__(self) -> str:
+        return f"DiffusedFlat(d={self.dim})"
+
+
+def exact_kernel_prior(prior: DiffusedPrior) -> DiffusedPrior:
+    r"""The prior term for tall-data sampling whose backward kernel is exactly Gaussian.
+
+    The tall posterior is :math:`\lambda^{1-n}\prod_j p(\theta|x_j)`.  For a uniform prior
+    :math:`\lambda^{1-n}` is constant on the box and every :math:`p(\theta|x_j)` vanishes outside
+    it, so the tall posterior equals :math:`\ell^{1-n}\prod_j p(\theta|x_j)` with :math:`\ell` the flat
+    (Lebesgue) measure, whose diffused score is zero and whose backward kernel is exactly
+    :math:`\mathcal{N}(\theta/\sqrt{\alpha_t}, (v_t/\alpha_t)I)`.  Lemma 3.2 of Linhart et al. (2024)
+    holds with :math:`\ell` in place of :math:`\lambda`, so the moment-matched Gaussian kernel of the
+    uniform prior (weighted by :math:`1 - n`) disappears; only the per-observation kernels remain
+    approximated.  Uniform blocks become :class:`DiffusedFlat`; Gaussian blocks (and LogNormal
+    ones, Gaussian in log space) are already exact and are kept.  Learned prior scores are kept.
+    """
+    if isinstance(prior, DiffusedUniform):
+        return DiffusedFlat(prior.dim)
+    if isinstance(prior, DiffusedProduct):
+        return DiffusedProduct([exact_kernel_prior(p) for p in prior.parts])
+    return prior
 
 
 class LearnedPriorScore(DiffusedPrior):

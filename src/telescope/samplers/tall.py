@@ -81,13 +81,16 @@ from scipy.stats import chi2
 
 from ..diffusion import VPSchedule, ddim_step
 from ..utils import progress
-from .prior_scores import DiffusedPrior
+from .prior_scores import DiffusedPrior, exact_kernel_prior
 
-__all__ = ["METHODS", "SetEps", "paper_eta", "rowwise", "clip_eps", "ddim_sample", "pilot_covariances",
+__all__ = ["METHODS", "PRIOR_KERNELS", "SetEps", "paper_eta", "rowwise", "clip_eps", "ddim_sample", "pilot_covariances",
            "trimmed_covariance", "TallSampler", "sample_tall"]
 
 #: The tall-data methods.
 METHODS = ("gauss", "jac", "fnpse")
+
+#: Treatments of the prior's backward kernel in GAUSS/JAC (see :class:`TallSampler`).
+PRIOR_KERNELS = ("gaussian", "exact")
 
 SetEps = Callable[[Tensor, float], Tensor]
 """``eps_set(z, t) -> (N, m, d)``: the noise prediction for ``z (N, m, d)`` (or ``(N, 1, d)``,
@@ -249,7 +252,9 @@ class TallSampler:
                  prior_term: str = "bridge", clip: tuple[Tensor, Tensor] | None = None,
                  jacobian: Callable[[Tensor, float], tuple[Tensor, Tensor]] | None = None,
                  generator: torch.Generator | None = None, device=None, chunk_rows: int = 2**16,
-                 progress_bar: bool = False):
+                 progress_bar: bool = False, prior_kernel: str = "gaussian", corrector_steps: int = 0,
+                 corrector_snr: float = 0.1, refine_steps: int = 0, refine_step: float = 0.3,
+                 refine_noise: float = 0.05, refine_t_min: float = 1e-3, refine_tail: int = 10):
         if method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
         if prior_term not in ("bridge", "diffused"):
@@ -258,7 +263,26 @@ class TallSampler:
             raise ValueError(f"n_obs must be >= 1, got {n_obs!r}")
         self.eps_set, self.n_obs, self.method, self.jacobian = eps_set, int(n_obs), method, jacobian
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.prior = prior.to(self.device)
+        if prior_kernel not in PRIOR_KERNELS:
+            raise ValueError(f"prior_kernel must be one of {list(PRIOR_KERNELS)}, got {prior_kernel!r}")
+        if isinstance(corrector_steps, bool) or int(corrector_steps) < 0 or not float(corrector_snr) > 0:
+            raise ValueError(f"need corrector_steps >= 0 and corrector_snr > 0, got {corrector_steps!r} and "
+                             f"{corrector_snr!r}")
+        if method == "fnpse" and (prior_kernel != "gaussian" or int(corrector_steps)):
+            raise ValueError("prior_kernel and corrector_steps apply to method 'gauss' or 'jac', not 'fnpse'")
+        self.prior_kernel, self.corrector_steps, self.corrector_snr = prior_kernel, int(corrector_steps), \
+            float(corrector_snr)
+        if isinstance(refine_steps, bool) or int(refine_steps) < 0 or not 0 < float(refine_step) <= 1 \
+                or not float(refine_noise) > 0:
+            raise ValueError(f"need refine_steps >= 0, 0 < refine_step <= 1 and refine_noise > 0, got {refine_steps!r}, "
+                             f"{refine_step!r} and {refine_noise!r}")
+        if method == "fnpse" and int(refine_steps):
+            raise ValueError("refine_steps applies to method 'gauss' or 'jac', not 'fnpse'")
+        self.refine_steps, self.refine_step, self.refine_noise = int(refine_steps), float(refine_step), \
+            float(refine_noise)
+        self.refine_t_min, self.refine_tail = float(refine_t_min), check_tail(refine_tail)
+        self.box = _box(prior, self.device)
+        self.prior = (exact_kernel_prior(prior) if prior_kernel == "exact" else prior).to(self.device)
         self.dim = prior.dim
         self.schedule = schedule or VPSchedule()
         default_steps = {"gauss": 50, "jac": 1000, "fnpse": 400}[method]
@@ -282,6 +306,9 @@ class TallSampler:
         self.info: dict = {"method": method, "steps": self.steps, "n_obs": self.n_obs, "spacing": spacing}
         if method != "fnpse":
             self.info["eta"] = self.eta
+            if prior_kernel != "gaussian" or self.corrector_steps or self.refine_steps:
+                self.info.update(prior_kernel=prior_kernel, corrector_steps=self.corrector_steps,
+                                 corrector_snr=self.corrector_snr, refine_steps=self.refine_steps)
         self.prec_prior = self.prior.precision0.to(self.device, torch.float64)  # (d, d)
         if method == "gauss":
             t0 = time.perf_counter()
@@ -310,6 +337,14 @@ class TallSampler:
         c = prec.sum(0) + (1 - n) * self.prec_prior
         evals = torch.linalg.eigvalsh(_sym(c))
         self.info["gauss_fallback"] = False
+        if not bool(evals.min() > 1e-10 * evals.abs().max().clamp_min(1e-300)) and \
+                not bool(self.prec_prior.abs().max() > 0):
+            # flat prior term (prior_kernel="exact"): C = sum_j prec_j; floor the pilot precisions instead
+            w, u = torch.linalg.eigh(prec)
+            w = w.clamp_min(1e-8 * w.abs().amax(-1, keepdim=True).clamp_min(1e-300))
+            prec = _sym((u * w.unsqueeze(-2)) @ u.transpose(-1, -2))
+            c = prec.sum(0)
+            evals = torch.linalg.eigvalsh(_sym(c))
         if not bool(evals.min() > 1e-10 * evals.abs().max().clamp_min(1e-300)):
             low = torch.linalg.cholesky(self.prec_prior)  # P_lambda = L L^T
             linv = torch.linalg.inv(low)
@@ -429,9 +464,119 @@ class TallSampler:
             if self.clip is not None:
                 e = clip_eps(z, e, ab[i], self.clip)
             z = ddim_step(z, e, ab[i], ab[i + 1], self.eta, generator=self.generator)
+            if self.corrector_steps and i + 1 < self.steps:
+                z = self._correct(z, ts[i + 1], ab[i + 1], step_eps)
             if bar is not None:
                 bar.update(1)
         return z
+
+    def _correct(self, z: Tensor, t: float, abar: float, step_eps) -> Tensor:
+        r"""``corrector_steps`` Langevin steps on the composed score at time ``t`` (predictor-corrector).
+
+        Song et al. (2021), Algorithm 5: step :math:`\delta = 2(r\|\xi\| / \|s\|)^2` per sample with
+        the signal-to-noise ratio ``r = corrector_snr``, :math:`z \leftarrow z + \delta s + \sqrt{2\delta}\xi`,
+        with :math:`s = -\epsilon/\sqrt{v_t}` the composed GAUSS/JAC score.
+        """
+        sv = math.sqrt(max(1.0 - abar, 1e-12))
+        for _ in range(self.corrector_steps):
+            e = step_eps(z, t, abar)
+            if self.clip is not None:
+                e = clip_eps(z, e, abar, self.clip)
+            score = -e / sv
+            noise = torch.randn(z.shape, generator=self.generator, device=z.device, dtype=z.dtype)
+            ratio = noise.norm(dim=-1, keepdim=True) / score.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            delta = 2.0 * (self.corrector_snr * ratio) ** 2
+            z = z + delta * score + (2.0 * delta).sqrt() * noise
+        return z
+
+    # -- Langevin refinement at a small time -------------------------------------------------------
+    def _preconditioner(self, z: Tensor) -> Tensor:
+        """Covariance ``(d, d)`` (float64) of the tall posterior: of the samples ``z`` if there are
+        enough (trimmed), else GAUSS's :math:`C^{-1}`, else the identity."""
+        d = self.dim
+        fin = z[torch.isfinite(z).all(-1)].double()
+        if fin.shape[0] >= 20 * d:
+            cov = trimmed_covariance(fin.unsqueeze(0))[0]
+        elif getattr(self, "c", None) is not None:
+            cov = torch.linalg.inv(self.c)
+        else:
+            cov = torch.eye(d, dtype=torch.float64, device=z.device)
+        w, u = torch.linalg.eigh(_sym(cov))
+        w = w.clamp_min(1e-6 * float(w.max().clamp_min(1e-300)))
+        return _sym((u * w) @ u.T)
+
+    @torch.no_grad()
+    def refine(self, z0: Tensor) -> Tensor:
+        r"""Preconditioned Langevin steps on the composed score at a small time, then a Gaussian backward step.
+
+        With :math:`M` the tall covariance (:meth:`_preconditioner`), the time :math:`t_c` is where
+        :math:`v_{t_c} = ` ``refine_noise`` :math:`\times \lambda_{min}(M)` (at least ``refine_t_min``):
+        the diffused tall posterior there is the tall posterior plus a little noise, and the
+        per-observation backward kernels are nearly Gaussian, so GAUSS's composed score is nearly
+        exact.  The samples ``z0 (N, d)`` are noised to :math:`t_c` and moved by ``refine_steps``
+        steps :math:`z \leftarrow z + \delta M_t s(z) + \sqrt{2\delta - \delta^2} L_t\xi`
+        (:math:`M_t = \alpha M + vI = L_tL_t^T`, :math:`\delta` = ``refine_step``; the noise scale
+        makes a Gaussian target with covariance :math:`M_t` exactly invariant), reflected into the
+        (scaled) prior box where the prior is uniform; then one draw from the Gaussian backward
+        kernel :math:`\mathcal{N}(\hat z_0, (M^{-1} + (\alpha/v)I)^{-1})` returns them to :math:`t = 0`.
+        """
+        if self.method == "fnpse" or not self.refine_steps or z0.shape[0] == 0:
+            return z0
+        d = self.dim
+        m = self._preconditioner(z0)
+        v_target = self.refine_noise * float(torch.linalg.eigvalsh(m).min())
+        tc = self._time_for_noise(v_target)
+        abar = float(self.schedule.alpha_bar(torch.tensor(tc, dtype=torch.float64)))
+        v = 1.0 - abar
+        eye = torch.eye(d, dtype=torch.float64, device=z0.device)
+        lt = torch.linalg.cholesky(abar * m + v * eye).to(z0.dtype)
+        mt = (abar * m + v * eye).to(z0.dtype)
+        step_eps = self._gauss_eps if self.method == "gauss" else self._jac_eps
+        delta = self.refine_step
+        ok = torch.isfinite(z0).all(-1)
+        z = z0.clone()
+        zz = math.sqrt(abar) * z0[ok] + math.sqrt(v) * torch.randn(z0[ok].shape, generator=self.generator,
+                                                                      device=z0.device, dtype=z0.dtype)
+        lo, hi = (None, None) if self.box is None else (math.sqrt(abar) * self.box[0], math.sqrt(abar) * self.box[1])
+        for k in range(self.refine_steps):
+            if k and k % 10 == 0 and zz.shape[0] >= 20 * d:
+                # adapt: the chain's own covariance at t_c (the diffused tall posterior's, alpha M + v I)
+                w, u = torch.linalg.eigh(trimmed_covariance(zz.double().unsqueeze(0))[0])
+                mt64 = _sym((u * w.clamp_min(v)) @ u.T)
+                mt, lt = mt64.to(z0.dtype), torch.linalg.cholesky(mt64).to(z0.dtype)
+            e = step_eps(zz, tc, abar)
+            if self.clip is not None:
+                e = clip_eps(zz, e, abar, self.clip)
+            score = -e / math.sqrt(v)
+            noise = torch.randn(zz.shape, generator=self.generator, device=z0.device, dtype=z0.dtype)
+            zz = zz + delta * score @ mt + math.sqrt(2 * delta - delta * delta) * noise @ lt.T
+            if lo is not None:
+                zz = _reflect(zz, lo, hi)
+        # back to t = 0: DDPM steps (eta = 1) with the composed noise prediction on [0, t_c]
+        grid = torch.linspace(tc, 0.0, self.refine_tail + 1, dtype=torch.float64)
+        ab = self.schedule.alpha_bar(grid).tolist()
+        for k in range(self.refine_tail):
+            e = step_eps(zz, float(grid[k]), ab[k])
+            if self.clip is not None:
+                e = clip_eps(zz, e, ab[k], self.clip)
+            zz = ddim_step(zz, e, ab[k], ab[k + 1], 1.0, generator=self.generator)
+        z[ok] = zz
+        self.info.update(refine_t=tc, refine_v=v)
+        return z
+
+    def _time_for_noise(self, v_target: float) -> float:
+        """The time ``t >= refine_t_min`` whose noise variance :math:`1 - \bar\alpha(t)` is ``v_target``."""
+        lo, hi = self.refine_t_min, 1.0
+        def v_of(t: float) -> float:
+            return 1.0 - float(self.schedule.alpha_bar(torch.tensor(t, dtype=torch.float64)))
+        if v_of(lo) >= v_target:
+            return lo
+        if v_of(hi) <= v_target:
+            return hi
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if v_of(mid) < v_target else (lo, mid)
+        return 0.5 * (lo + hi)
 
     def sample(self, n: int) -> Tensor:
         """``n`` samples ``(n, d)`` of the tall posterior in the working space (rows may be non-finite
@@ -443,9 +588,12 @@ class TallSampler:
                       unit="step") as bar:
             out = torch.cat([self._chunk(k, bar) for k in chunks]) if chunks else \
                 torch.empty(0, self.dim, device=self.device)
+        if self.refine_steps and out.shape[0]:
+            out = torch.cat([self.refine(out[lo:lo + per]) for lo in range(0, out.shape[0], per)])
         bad = int((~torch.isfinite(out).all(-1)).sum())
-        per_step = self.n_obs * (self.langevin_steps if self.method == "fnpse" else 1)
-        self.info.update(nfe=self.steps * per_step, non_finite=self.info.get("non_finite", 0) + bad,
+        per_step = self.n_obs * (self.langevin_steps if self.method == "fnpse" else 1 + self.corrector_steps)
+        extra = self.n_obs * (self.refine_steps + self.refine_tail) if self.refine_steps else 0
+        self.info.update(nfe=self.steps * per_step + extra, non_finite=self.info.get("non_finite", 0) + bad,
                          seconds=self.info.get("seconds", 0.0) + time.perf_counter() - t0)
         if self.method == "jac" and self.info.get("jac_fallback"):
             warnings.warn(f"JAC: for {self.info['jac_fallback']} (sample, step) pairs a backward covariance "
@@ -456,6 +604,37 @@ class TallSampler:
             warnings.warn(f"tall sampling with method={self.method!r} diverged for {bad} of {n} samples "
                           f"(non-finite values); use method='gauss' or more steps", RuntimeWarning, stacklevel=2)
         return out
+
+
+def check_tail(k) -> int:
+    if isinstance(k, bool) or int(k) < 1:
+        raise ValueError(f"refine_tail must be an integer >= 1, got {k!r}")
+    return int(k)
+
+
+def _box(prior: DiffusedPrior, device) -> tuple[Tensor, Tensor] | None:
+    """Per-coordinate bounds ``(lo, hi)`` of the uniform parts of a diffused prior (``+-inf`` elsewhere), or None."""
+    from .prior_scores import DiffusedProduct, DiffusedUniform
+
+    parts = prior.parts if isinstance(prior, DiffusedProduct) else [prior]
+    lo, hi = [], []
+    for p in parts:
+        if isinstance(p, DiffusedUniform):
+            lo.append(p.low.float()), hi.append(p.high.float())
+        else:
+            lo.append(torch.full((p.dim,), -math.inf)), hi.append(torch.full((p.dim,), math.inf))
+    lo_t, hi_t = torch.cat(lo).to(device), torch.cat(hi).to(device)
+    return None if bool(torch.isinf(lo_t).all() and torch.isinf(hi_t).all()) else (lo_t, hi_t)
+
+
+def _reflect(z: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Reflect ``z (N, d)`` into ``[lo, hi]`` per coordinate (infinite bounds leave it alone)."""
+    width = hi - lo
+    finite = torch.isfinite(width)
+    w = torch.where(finite, width, torch.ones_like(width))
+    y = torch.remainder(z - lo, 2 * w)
+    y = torch.where(y > w, 2 * w - y, y) + lo
+    return torch.where(finite, y, z)
 
 
 def sample_tall(eps_set: SetEps, n_obs: int, n: int, prior: DiffusedPrior, *, method: str = "gauss",

@@ -63,11 +63,12 @@ def cmd_demo(args) -> int:
     import telescope as ts
     from . import metrics, plots
 
+    task = ts.tasks.get(args.task)
+    _check_demo_args(args, task)  # before any work: no error after minutes of training
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    task = ts.tasks.get(args.task)
     _say(f"task {task.name}: dim_theta={task.dim_theta}, dim_x={task.dim_x}")
     _say(f"simulating {args.n} parameter/data pairs (seed {args.seed})")
     t0 = time.perf_counter()
@@ -116,6 +117,23 @@ def cmd_demo(args) -> int:
         _say(f"mean C2ST over {len(c2sts)} observations: {results['c2st_mean']:.3f} (0.5 is perfect)")
     _say(f"done in {results['total_seconds']:.0f} s")
     return 0
+
+
+def _check_demo_args(args, task) -> None:
+    """Check the demo's numbers up front; a ValueError names the option, the value and the range."""
+    k = task.num_observations
+    checks = [("--n", args.n, 2, "simulations (at least 2 to train)"),
+              ("--observations", args.observations, 1, f"observations to score, 1..{k} for task {task.name}"),
+              ("--samples", args.samples, 2, "posterior samples per observation"),
+              ("--coverage", args.coverage, 0, "simulations for the coverage check (0 skips it)")]
+    for opt, value, low, what in checks:
+        if value < low:
+            raise ValueError(f"{opt} must be >= {low} ({what}), got {value}")
+    if args.observations > k:
+        raise ValueError(f"--observations must be at most {k} (task {task.name} has observations 1..{k}), "
+                         f"got {args.observations}")
+    if not args.max_time > 0:
+        raise ValueError(f"--max-time must be > 0 seconds, got {args.max_time}")
 
 
 def build_parser() -> argparse.ArgumentParser:

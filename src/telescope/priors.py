@@ -70,6 +70,16 @@ class Gaussian(MultivariateNormal):
             cov = torch.diag(cov)
         if cov.shape != (loc.numel(), loc.numel()):
             raise ValueError(f"cov must have shape ({loc.numel()}, {loc.numel()}), got {tuple(cov.shape)}")
+        if not torch.isfinite(cov).all():
+            raise ValueError(f"cov must be finite, got {cov.tolist()}")
+        if not torch.allclose(cov, cov.T, rtol=1e-5, atol=1e-6):
+            raise ValueError(f"cov must be symmetric, got {cov.tolist()} (cov - cov.T has largest entry "
+                             f"{float((cov - cov.T).abs().max()):.3g})")
+        if torch.linalg.cholesky_ex(cov.double()).info != 0:
+            eig = torch.linalg.eigvalsh(cov.double())
+            raise ValueError(f"cov must be positive definite, got a matrix whose smallest eigenvalue is "
+                             f"{float(eig.min()):.3g} (eigenvalues {[round(float(e), 6) for e in eig][:6]}); a "
+                             f"vector of variances must be > 0")
         super().__init__(loc, covariance_matrix=cov)
 
     def __repr__(self) -> str:

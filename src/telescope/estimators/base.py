@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from .. import __version__
 from ..priors import check_prior, in_support
@@ -34,6 +35,10 @@ class Estimator:
 
     #: train() defaults for this estimator; overridden by fit(**kwargs)
     train_defaults: dict[str, Any] = {}
+    #: what fit does with failed simulations (NaN/inf in x) by default: "drop" (with a warning) or "refuse".
+    #: Posterior estimators may drop them; likelihood and ratio estimators refuse, because dropping
+    #: conditions p(x | theta) on the simulation succeeding, which biases the posterior.
+    invalid_default: str = "drop"
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -60,7 +65,7 @@ class Estimator:
 
     def _check_x(self, x, name: str = "x", *, single: bool = False) -> Tensor:
         """``x`` as ``(n, *x_shape)``; a single observation may omit the batch dimension."""
-        x = torch.as_tensor(x, dtype=torch.float32) if not isinstance(x, Tensor) else x.float()
+        x = as_real(name, x)
         if self.x_shape is None:
             raise RuntimeError(f"{type(self).__name__} is not trained yet: call fit(theta, x) first")
         if tuple(x.shape) == self.x_shape:
@@ -72,10 +77,11 @@ class Estimator:
             raise ValueError(f"{name} contains NaN or inf; expected finite values")
         return x
 
-    def _prepare(self, theta, x) -> tuple[Tensor, Tensor]:
-        """Check the training data, drop failed simulations (NaN/inf in x) with a warning."""
+    def _prepare(self, theta, x, invalid: str | None = None) -> tuple[Tensor, Tensor]:
+        """Check the training data; failed simulations (NaN/inf in x) follow the ``invalid`` policy."""
+        invalid = self._check_invalid(invalid)
         theta = check_matrix("theta", theta, self.dim_theta)
-        x = torch.as_tensor(x, dtype=torch.float32) if not isinstance(x, Tensor) else x.float()
+        x = as_real("x", x)
         if x.dim() == 1:
             x = x.unsqueeze(-1)
         if x.shape[0] != theta.shape[0]:
@@ -84,6 +90,15 @@ class Estimator:
             raise ValueError("theta contains NaN or inf; expected finite parameters drawn from the prior")
         ok = torch.isfinite(x.reshape(x.shape[0], -1)).all(-1)
         if not ok.all():
+            name = type(self).__name__
+            if invalid == "refuse":
+                raise ValueError(
+                    f"x has {int((~ok).sum())} of {x.shape[0]} simulations with NaN or inf (failed simulations). "
+                    f"{name} learns from the joint of theta and x: dropping them conditions it on the simulation "
+                    f"succeeding, which biases the posterior towards parameters where the simulator works. Pass "
+                    f"fit(..., invalid='drop') to accept that, restrict the prior to the region where the "
+                    f"simulator works (e.g. a classifier of validity used to truncate the prior), or use NPE, "
+                    f"whose posterior may drop them")
             warnings.warn(f"dropping {int((~ok).sum())} of {x.shape[0]} simulations whose x contains NaN or inf",
                           stacklevel=3)
             theta, x = theta[ok], x[ok]
@@ -106,13 +121,23 @@ class Estimator:
     def _data(self, theta: Tensor, x: Tensor) -> dict[str, Tensor]:
         return {"theta": theta, "x": x}
 
-    def fit(self, theta, x, **train_kwargs):
+    def _check_invalid(self, invalid: str | None) -> str:
+        invalid = self.invalid_default if invalid is None else invalid
+        if invalid not in ("drop", "refuse"):
+            raise ValueError(f"invalid must be 'drop' (train on the successful simulations, with a warning), "
+                             f"'refuse' or None (the estimator's default, {self.invalid_default!r}); got {invalid!r}")
+        return invalid
+
+    def fit(self, theta, x, *, invalid: str | None = None, **train_kwargs):
         """Train on simulations ``theta (n, d)`` and ``x (n, *event)``; returns ``self``.
 
-        Keyword arguments go to :func:`telescope.train.train` (batch_size, lr, max_epochs, patience,
-        val_fraction, clip, max_time, progress_bar, ...).
+        ``invalid`` says what to do with failed simulations (NaN/inf in x): ``"drop"`` (with a warning;
+        the default of posterior estimators) or ``"refuse"`` (the default of NLE and NRE, for which
+        dropping biases the posterior).  Other keyword arguments go to :func:`telescope.train.train`
+        (batch_size, lr, max_epochs, patience, val_fraction, clip, max_time, progress_bar, ...).
         """
-        theta, x = self._prepare(theta, x)
+        _check_train_kwargs(train_kwargs)
+        theta, x = self._prepare(theta, x, invalid)
         self.x_shape = tuple(x.shape[1:])
         with seeded(self.seed if self.seed is not None else int(torch.randint(2**62, ()).item())):
             self.net = self._build(theta, x).to(self.device)
@@ -148,7 +173,15 @@ class Estimator:
         path = Path(path)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"no saved estimator at {str(path)!r} (config.json missing)")
-        cfg = json.loads((path / "config.json").read_text())
+        try:
+            cfg = json.loads((path / "config.json").read_text())
+            if not isinstance(cfg, dict):
+                raise ValueError(f"expected a JSON object, got {type(cfg).__name__}")
+            for key in ("class", "dim_theta", "x_shape", "config", "seed", "has_embedding"):
+                if key not in cfg:
+                    raise ValueError(f"the key {key!r} is missing")
+        except ValueError as e:
+            raise ValueError(f"{str(path / 'config.json')!r} is not a telescope estimator config: {e}") from None
         klass = _CLASSES.get(cfg.get("class", ""))
         if klass is None or (cls is not Estimator and not issubclass(klass, cls)):
             raise ValueError(f"{str(path)!r} holds a {cfg.get('class')!r}, not a {cls.__name__}")
@@ -164,11 +197,17 @@ class Estimator:
             raise ValueError(f"prior has dimension {est.dim_theta} but the saved estimator expects "
                              f"{cfg['dim_theta']}")
         est.x_shape = tuple(cfg["x_shape"])
-        state = torch.load(path / "weights.pt", weights_only=True)
+        try:
+            state = torch.load(path / "weights.pt", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - anything torch raises on a bad or foreign file
+            raise ValueError(f"{str(path / 'weights.pt')!r} is not a readable state dict of tensors "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise ValueError(f"{str(path / 'weights.pt')!r} does not hold a state dict of tensors")
         # build a skeleton with the right shapes, then load the weights (and the statistics)
         dummy_theta = torch.zeros(2, est.dim_theta)
         dummy_x = torch.zeros(2, *est.x_shape)
-        net = est._build(dummy_theta, dummy_x)
+        net = _build_checked(est, dummy_theta, dummy_x, state, path)
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
@@ -177,9 +216,91 @@ class Estimator:
         return est
 
 
+_FACTORIES = {"empty", "zeros", "ones", "full", "rand", "randn", "randint", "eye", "empty_strided", "arange",
+              "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "tensor"}
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Budget(TorchFunctionMode):
+    """Count the elements of the tensors created while building a network; stop past ``limit``."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.numel = limit, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, Tensor):
+            if getattr(func, "__name__", "") in _FACTORIES:
+                self.numel += out.numel()
+            if self.numel > self.limit or out.numel() > self.limit:
+                raise _TooBig
+        return out
+
+
+def _build_checked(est: Estimator, theta: Tensor, x: Tensor, state: dict, path: Path) -> nn.Module:
+    """Build the network ``config.json`` describes, checked against the saved weights.
+
+    The build is stopped as soon as it has created more tensor elements than a few times the saved weights
+    hold, so a config edited to huge sizes is refused before gigabytes are allocated; then every tensor
+    shape is compared with ``weights.pt``.
+    """
+    n_saved = sum(v.numel() for v in state.values())
+    # first, without building anything: a layer width appears as a dimension of a saved tensor, so an integer
+    # of the config far above every saved dimension cannot describe this network
+    max_dim = max((d for v in state.values() for d in v.shape), default=1)
+    ints = [v for val in est.config.values() for v in (val if isinstance(val, (list, tuple)) else [val])
+            if isinstance(v, int) and not isinstance(v, bool)]
+    if any(v > 4 * max_dim + 64 for v in ints):
+        raise ValueError(f"{str(path / 'config.json')!r} does not describe the saved weights: its settings "
+                         f"{est.config} hold {max(ints)}, far above every tensor dimension in weights.pt (at most "
+                         f"{max_dim}); nothing was built. Was config.json edited?")
+    try:
+        with _Budget(4 * n_saved + 1_000_000):
+            net = est._build(theta, x)
+    except (_TooBig, MemoryError) as e:
+        raise ValueError(f"{str(path / 'config.json')!r} describes a network far larger than the saved weights "
+                         f"({n_saved:,} numbers in weights.pt); it was not built. Was config.json edited? "
+                         f"(config: {est.config})") from None if isinstance(e, _TooBig) else e
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != saved:
+        diff = [f"{k}: config gives {shapes.get(k)}, weights.pt has {saved.get(k)}"
+                for k in sorted(set(shapes) | set(saved)) if shapes.get(k) != saved.get(k)]
+        raise ValueError(f"{str(path / 'config.json')!r} does not describe the saved weights ({len(diff)} tensors "
+                         f"differ, first: {'; '.join(diff[:3])}). Was config.json edited?")
+    return net
+
+
 def load(path, prior, **kwargs) -> Estimator:
     """Load any saved telescope estimator (the class is read from ``config.json``)."""
     return Estimator.load(path, prior, **kwargs)
+
+
+def as_real(name: str, x) -> Tensor:
+    """``x`` as a float32 tensor, or a TypeError naming ``name`` (strings, objects, complex numbers)."""
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{name} must be a tensor or array of numbers, got {type(x).__name__} {str(x)[:40]!r} "
+                            f"({e})") from None
+    if x.is_complex():
+        raise TypeError(f"{name} must be real, got a complex tensor ({x.dtype}); taking its real part would lose "
+                        f"the imaginary part: pass e.g. torch.cat([x.real, x.imag], -1) or x.abs()")
+    if not (x.is_floating_point() or x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8,
+                                                  torch.bool)):
+        raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
+    return x.float()
+
+
+def _check_train_kwargs(kwargs: dict) -> None:
+    for key in ("max_epochs", "batch_size"):
+        if key in kwargs and kwargs[key] is not None:
+            check_count(key, kwargs[key])
 
 
 def check_n(n) -> int:

@@ -21,6 +21,20 @@ __all__ = ["ConditionalFlow", "make_flow", "FLOWS"]
 FLOWS = ("nsf", "maf")
 
 
+def check_flow_args(flow, transforms, hidden, bins) -> None:
+    """Check a flow's settings up front, naming the argument (not an error from deep inside the optimiser)."""
+    from ..utils import check_count
+
+    if flow not in FLOWS:
+        raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
+    check_count("transforms", transforms)
+    check_count("bins", bins)
+    if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+        raise TypeError(f"hidden must be a sequence of layer widths such as (64, 64), got {hidden!r}")
+    for i, h in enumerate(hidden):
+        check_count(f"hidden[{i}]", h)
+
+
 def make_flow(kind: str, features: int, context: int, transforms: int = 5, hidden: Sequence[int] = (64, 64),
               bins: int = 8) -> nn.Module:
     """A zuko flow over ``features`` conditioned on ``context`` features."""

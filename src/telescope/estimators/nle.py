@@ -21,7 +21,7 @@ from ..samplers.mcmc import mcmc_posterior, sir, slice_sample
 from ..simulators import seeded
 from ..utils import check_count
 from .base import Estimator
-from .flows import ConditionalFlow
+from .flows import ConditionalFlow, check_flow_args
 
 __all__ = ["NLE"]
 
@@ -61,11 +61,13 @@ class NLE(Estimator):
     """
 
     train_defaults = {"lr": 1e-3, "patience": 10, "ema": 0.99, "ema_max_epochs": 5}
+    invalid_default = "refuse"  # dropping failed simulations would learn p(x | theta, simulation succeeded)
 
     def __init__(self, prior, *, flow: str = "nsf", transforms: int = 5, hidden: Sequence[int] = (64, 64),
                  bins: int = 8, device=None, seed: int | None = 0, embedding=None):
         if embedding is not None:
             raise ValueError("NLE models x itself, so it takes no embedding network; use NPE for learned summaries")
+        check_flow_args(flow, transforms, hidden, bins)
         super().__init__(prior, device=device, seed=seed, flow=flow, transforms=transforms, hidden=list(hidden),
                          bins=bins)
 

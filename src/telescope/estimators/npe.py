@@ -23,7 +23,7 @@ from ..priors import in_support
 from ..simulators import seeded
 from ..utils import check_count
 from .base import Estimator
-from .flows import ConditionalFlow
+from .flows import ConditionalFlow, check_flow_args
 
 __all__ = ["NPE"]
 
@@ -61,6 +61,7 @@ class NPE(Estimator):
 
     def __init__(self, prior, *, flow: str = "nsf", transforms: int = 3, hidden: Sequence[int] = (64, 64),
                  bins: int = 8, embedding: nn.Module | None = None, device=None, seed: int | None = 0):
+        check_flow_args(flow, transforms, hidden, bins)
         super().__init__(prior, embedding=embedding, device=device, seed=seed, flow=flow, transforms=transforms,
                          hidden=list(hidden), bins=bins)
         self.acceptance_rate: float | None = None

@@ -59,7 +59,7 @@ from ..samplers.mcmc import mcmc_posterior, sir, slice_sample
 from ..simulators import as_simulator, seeded
 from ..train import split
 from ..utils import check_count
-from .base import Estimator
+from .base import Estimator, _check_train_kwargs
 
 __all__ = ["NRE", "RatioNet", "nre_c_loss", "rejection_sample"]
 
@@ -284,6 +284,7 @@ class NRE(Estimator):
     """
 
     train_defaults = {"batch_size": 256, "lr": 1e-3, "patience": 10, "ema": 0.99, "ema_max_epochs": 5}
+    invalid_default = "refuse"
 
     def __init__(self, prior, *, gamma: float = 1.0, K: int = 9, contrastive: str = "bootstrap", width: int = 50,
                  blocks: int = 2, batch_norm: bool = False, dropout: float = 0.0, embedding: nn.Module | None = None,
@@ -394,7 +395,7 @@ class NRE(Estimator):
                              f"(val_fraction={vf}); K must be <= {smallest_val - 1}: lower K, simulate more, "
                              f"or raise val_fraction")
 
-    def fit(self, theta, x, *, mi_samples: int = 100, **train_kwargs) -> "NRE":
+    def fit(self, theta, x, *, mi_samples: int = 100, invalid: str | None = None, **train_kwargs) -> "NRE":
         r"""Train on simulations ``theta (n, d)``, ``x (n, *event)``; returns ``self``.
 
         Keyword arguments go to :func:`telescope.train.train`.  After training, the mutual-information
@@ -408,8 +409,12 @@ class NRE(Estimator):
         ``history["mi_per_epoch"] = {"I0": [...], "I1": [...]}``, one value per epoch.  With small ``K``,
         :math:`\hat I^{(0)}` is biased upwards (the log of a mean of ``K`` terms underestimates
         :math:`\log Z`), so use ``history["mi"]`` to compare estimators trained with different ``K``.
+
+        Failed simulations (NaN/inf in ``x``) are refused by default: dropping them conditions the ratio on
+        the simulation succeeding and biases the posterior; ``invalid="drop"`` drops them with a warning.
         """
-        theta, x = self._prepare(theta, x)
+        _check_train_kwargs(train_kwargs)
+        theta, x = self._prepare(theta, x, invalid)
         kwargs = {**self.train_defaults, **train_kwargs}
         if kwargs.get("seed", self.seed) is None:
             kwargs["seed"] = int(torch.randint(2**62, ()).item())

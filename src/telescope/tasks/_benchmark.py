@@ -225,7 +225,7 @@ class TallData:
         x_set = self.tall_observation(i, n_obs)
         path = cache_dir() / "references" / self.cache_key() / f"obs{i}_nobs{n_obs}_n{n}.pt"
         if cache and path.exists():
-            return torch.load(path)
+            return torch.load(path, weights_only=True)
         s = self._reference_set(x_set, n, seed=batch_seed(self.observation_seed + 4, i) + n_obs).float()
         if cache:
             _save(s, path)

@@ -86,7 +86,7 @@ class Task:
         i = self._check_index(i)
         path = cache_dir() / "references" / self.cache_key() / f"obs{i}_n{n}.pt"
         if cache and path.exists():
-            return torch.load(path)
+            return torch.load(path, weights_only=True)
         samples = self._reference(self.observation(i), n, seed=batch_seed(self.observation_seed + 2, i)).float()
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)

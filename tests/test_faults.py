@@ -247,3 +247,35 @@ def test_store_keeps_the_drawn_theta_when_the_simulator_changes_it(tmp_path, bat
     assert torch.equal(t2, theta)
     ts_, xs_ = simulate(Simulator(vandal, vectorized=True), PRIOR, 10, seed=1, progress_bar=False)
     assert ts_.abs().max() <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. numerical faults that pass as success
+# ---------------------------------------------------------------------------------------------
+def balanced_sampler(level, n):
+    """Corrections with mean exactly zero (+-2^-l in equal numbers): the level means debias to zero,
+    so alpha cannot be fitted (the case that made the bias 0/0 = NaN and passed as converged)."""
+    import numpy as np
+
+    base = np.ones((n, 1))
+    if level == 0:
+        return base + 0.1 * np.linspace(-1, 1, n)[:, None], None
+    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)[:, None]
+    return base + 2.0**-level * sign, base
+
+
+def test_mlmc_never_reports_a_nan_bias_as_converged():
+    import math
+
+    from telescope.mlmc import MLMCWarning, _bias_safe, mlmc
+
+    with pytest.warns(MLMCWarning, match="could not fit the weak-error rate alpha"):
+        res = mlmc(balanced_sampler, 2e-3, progress=False)
+    assert math.isfinite(res.bias) and math.isfinite(res.rmse)
+    assert res.fitted["bias_fallback"] is True
+    import numpy as np
+
+    b, fell = _bias_safe(np.array([1.0, 0.0, 0.0]), np.array([1.0, 0.01, 0.02]), 2, 0.0, 2)
+    assert fell and b == 0.02
+    b, fell = _bias_safe(np.array([1.0, 0.5, 0.25]), np.array([1.0, 0.5, 0.25]), 2, 1.0, 2)
+    assert not fell and b == pytest.approx(0.25)

@@ -318,7 +318,9 @@ class MLMCResult:
         rmse: :math:`\\sqrt{bias^2 + variance}` (eq. (20)).
         std_cost: the cost of standard Monte Carlo on level ``L`` at the same ``eps``,
             :math:`V[P_L] C^f_L/((1-\\theta)\\varepsilon^2)`; savings = std_cost / cost.
-        converged: False when ``max_level`` stopped the driver with the bias too large.
+        converged: False when ``max_level`` stopped the driver with the bias too large, or when the
+            bias or variance is not finite (a NaN never passes).  ``fitted["bias_fallback"]`` is True when
+            alpha could not be fitted and the bias is the norm of the last levels' means (with a warning).
     """
 
     estimate: np.ndarray
@@ -473,8 +475,9 @@ def mlmc(sampler: LevelSampler, eps: float, *, M: int = 2, start_level: int | st
             Ns = _allocation(Vl, Cl, eps, theta, n_min)
             dN = np.maximum(0, Ns - Nl)
             if not np.any(dN > 0.01 * Nl):
-                bias = _bias(ml, M, alpha_c, bias_levels)
-                if bias > math.sqrt(theta) * eps:
+                ml_raw = np.array([s["mean_norm_raw"] for s in st])
+                bias, _ = _bias_safe(ml, ml_raw, M, alpha_c, bias_levels)
+                if not bias <= math.sqrt(theta) * eps:  # a NaN is never a pass
                     if L >= max_level:
                         converged = False
                         if warn:
@@ -502,8 +505,19 @@ def mlmc(sampler: LevelSampler, eps: float, *, M: int = 2, start_level: int | st
     ml_f = ml.copy()
     for i in range(2, len(levels)):
         ml_f[i] = max(ml_f[i], 0.5 * ml_f[i - 1] * M**-alpha_c)
-    bias = _bias(ml_f, M, alpha_c, bias_levels)
+    ml_raw = np.array([s["mean_norm_raw"] for s in st])
+    bias, fallback = _bias_safe(ml_f, ml_raw, M, alpha_c, bias_levels)
     variance = float(np.sum(V_raw / np.asarray(Nl)))
+    if fallback:
+        fitted = {**fitted, "bias_fallback": True}
+        if warn:
+            warnings.warn(f"mlmc could not fit the weak-error rate alpha (the level means are "
+                          f"{', '.join(f'{m:.3g}' for m in ml)} after debiasing) and none was given, so the bias "
+                          f"estimate {bias:.3g} is the largest norm of the last {min(bias_levels, len(ml) - 1)} "
+                          f"level means (not debiased) instead of eq. (Remark 1); pass alpha= to use a known rate",
+                          MLMCWarning, stacklevel=2)
+    if not (math.isfinite(bias) and math.isfinite(variance)):
+        converged = False
     estimate = sum(run.mean(lv) for lv in levels).reshape(run.q_shape)
     total_cost = float(sum(run.levels[lv].cost for lv in levels))
     C = [s["cost"] for s in st]
@@ -529,6 +543,20 @@ def _allocation(Vl: np.ndarray, Cl: np.ndarray, eps: float, theta: float, n_min:
     Cl = np.asarray(Cl, dtype=float)
     Ns = np.ceil(np.sqrt(Vl / Cl) * np.sum(np.sqrt(Vl * Cl)) / ((1 - theta) * eps**2))
     return np.maximum(Ns, n_min).astype(np.int64)
+
+
+def _bias_safe(ml: np.ndarray, ml_raw: np.ndarray, M: int, alpha: float, bias_levels: int) -> tuple[float, bool]:
+    """The bias estimate of Remark 1, or, when the rate alpha is unknown (not > 0) or the estimate is not finite,
+    the largest raw norm of the last ``bias_levels`` level means (conservative: it includes their noise).
+
+    Returns ``(bias, fell_back)``; never NaN when the level means are finite.
+    """
+    if alpha > 0:
+        b = _bias(ml, M, alpha, bias_levels)
+        if math.isfinite(b):
+            return b, False
+    k = max(1, min(bias_levels, len(ml_raw) - 1))
+    return float(max(ml_raw[-1 - j] for j in range(k))), True
 
 
 def _bias(ml: np.ndarray, M: int, alpha: float, bias_levels: int) -> float:

@@ -279,3 +279,46 @@ def test_mlmc_never_reports_a_nan_bias_as_converged():
     assert fell and b == 0.02
     b, fell = _bias_safe(np.array([1.0, 0.5, 0.25]), np.array([1.0, 0.5, 0.25]), 2, 1.0, 2)
     assert not fell and b == pytest.approx(0.25)
+
+
+def _gauss_log_prob(x):
+    return -0.5 * (x**2).sum(-1)
+
+
+def test_warmup_tail_for_diagnostics_does_not_change_the_samples():
+    from telescope.samplers.mcmc import slice_sample, whitened_slice
+    from telescope.tasks._mcmc_reference import random_walk_metropolis
+
+    init = torch.randn(50, 2, generator=torch.Generator().manual_seed(0)).double()
+    for run in (lambda k: slice_sample(_gauss_log_prob, init, 3, warmup=20, thin=2, keep_warmup=k,
+                                       generator=torch.Generator().manual_seed(1)),
+                lambda k: whitened_slice(_gauss_log_prob, init, 3, 20, 2, torch.Generator().manual_seed(1),
+                                         keep_warmup=k),
+                lambda k: random_walk_metropolis(_gauss_log_prob, init, 3, warmup=20, thin=2, keep_warmup=k,
+                                                 generator=torch.Generator().manual_seed(1))):
+        plain, tail = run(0), run(4)
+        assert tail.shape[0] == 3 + 4 and torch.equal(tail[4:], plain)
+
+
+def test_mcmc_reference_rhat_is_finite_with_many_short_chains():
+    import warnings
+
+    from telescope.tasks._mcmc_reference import mcmc_reference
+
+    props = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0)).double() * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither "could not be computed" nor "may not have converged"
+        s, r = mcmc_reference(_gauss_log_prob, props, 2000, seed=0, chains=1000, warmup=40, thin=2,
+                              proposal_log_prob=-0.125 * (props**2).sum(-1))
+    assert s.shape == (2000, 2) and torch.isfinite(r).all() and r.max() < 1.05
+
+
+@pytest.mark.slow
+def test_slcp_reference_with_few_draws_per_chain_runs_once():
+    import telescope as ts
+
+    task = ts.tasks.get("slcp")
+    t0 = time.perf_counter()
+    task.reference_samples(1, 2000, cache=False)
+    assert task.diagnostics["attempts"] == 1 and torch.isfinite(task.diagnostics["rhat"]).all()
+    assert time.perf_counter() - t0 < 120

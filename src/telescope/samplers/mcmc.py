@@ -67,7 +67,7 @@ def _per_chain(active: int, budget: int = 64, most: int = 8) -> int:
 def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int = 50, thin: int = 1,
                  width: Tensor | float | None = None, max_steps: int = 20,
                  generator: torch.Generator | None = None, progress_bar: bool = False,
-                 chain_index: bool = False) -> Tensor:
+                 chain_index: bool = False, keep_warmup: int = 0) -> Tensor:
     """Coordinate-wise slice sampling of all chains in parallel.
 
     Each stepping-out and shrinking round evaluates the density only on the chains still
@@ -85,9 +85,12 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
         chain_index: ``log_prob`` depends on the chain (e.g. one observation per group of
             chains) and is called as ``log_prob(theta, idx)`` with the chains' indices ``idx``
             into ``init``; otherwise it must treat rows independently.
+        keep_warmup: also return the last ``keep_warmup`` warm-up states (one every ``thin`` sweeps, at most
+            ``warmup // thin``), before the samples: for convergence diagnostics of short chains.  The
+            samples themselves do not change (recording draws no random numbers).
 
     Returns:
-        ``(n_samples, chains, d)`` samples.
+        ``(keep + n_samples, chains, d)`` samples, ``keep = min(keep_warmup, warmup // thin)``.
     """
     x = init.clone()
     c, d = x.shape
@@ -105,6 +108,7 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
 
     out = []
     total = warmup + n_samples * thin
+    tail_from = warmup - min(max(0, int(keep_warmup)), warmup // thin) * thin
     with progress(total=total, desc="slice sampling", enabled=progress_bar) as bar:
         for it in range(total):
             for j in torch.randperm(d, generator=generator).tolist():
@@ -158,7 +162,7 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
                 x[:, j] = new
                 if it < warmup:  # adapt the width to the typical slice size during warm-up
                     width[j] = 0.9 * width[j] + 0.1 * (right - left).mean().clamp_min(1e-6)
-            if it >= warmup and (it - warmup) % thin == thin - 1:
+            if it >= tail_from and (it - tail_from) % thin == thin - 1:
                 out.append(x.clone())
             bar.update(1)
     return torch.stack(out)
@@ -189,12 +193,13 @@ def _whitening(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def whitened_slice(log_prob: LogProb, init: Tensor, per_chain: int, warmup: int, thin: int,
-                   g: torch.Generator | None = None, progress_bar: bool = False) -> Tensor:
+                   g: torch.Generator | None = None, progress_bar: bool = False, keep_warmup: int = 0) -> Tensor:
     """Slice sampling of ``init (chains, d)`` that whitens after half the warm-up: ``(per_chain, chains, d)``.
 
     After ``max(1, warmup // 2)`` sweeps the chains' mean ``mu`` and Cholesky factor ``L`` are estimated
     and sampling continues in ``z = L^{-1} (theta - mu)`` (a constant Jacobian), which removes linear
-    correlations between the coordinates the slice sampler moves along.
+    correlations between the coordinates the slice sampler moves along.  ``keep_warmup`` prepends
+    warm-up states of the whitened half as :func:`slice_sample` does.
     """
     first = max(1, warmup // 2)
     x = slice_sample(log_prob, init, 1, warmup=first - 1, generator=g)[-1]  # (chains, d)
@@ -205,7 +210,7 @@ def whitened_slice(log_prob: LogProb, init: Tensor, per_chain: int, warmup: int,
         return log_prob(mu + z @ chol.T)
 
     s = slice_sample(log_prob_z, z0, per_chain, warmup=max(0, warmup - first), thin=thin, generator=g,
-                     progress_bar=progress_bar)
+                     progress_bar=progress_bar, keep_warmup=keep_warmup)
     return mu + s @ chol.T
 
 

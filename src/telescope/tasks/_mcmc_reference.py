@@ -38,6 +38,8 @@ from ..samplers.mcmc import _whitening, rhat, sir, slice_sample, whitened_slice
 __all__ = ["mcmc_reference", "random_walk_metropolis", "mixture_importance_resampling", "RHAT_WARN"]
 
 RHAT_WARN = 1.05
+#: Draws per chain that split-R-hat is computed on at least (the warm-up tail makes up the difference).
+RHAT_DRAWS = 20
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -50,7 +52,7 @@ def _eval(log_prob: LogProb, x: Tensor) -> Tensor:
 @torch.no_grad()
 def random_walk_metropolis(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int = 200,
                            thin: int = 10, chol: Tensor | None = None, target_accept: float = 0.3,
-                           generator: torch.Generator | None = None) -> Tensor:
+                           generator: torch.Generator | None = None, keep_warmup: int = 0) -> Tensor:
     """Random-walk Metropolis on all chains in parallel.
 
     Arguments:
@@ -60,9 +62,11 @@ def random_walk_metropolis(log_prob: LogProb, init: Tensor, n_samples: int, *, w
         chol: ``(d, d)`` proposal shape ``L`` (default: from the spread of ``init``; re-estimated
             from the chains halfway through warm-up).
         target_accept: acceptance rate the scale is adapted to during warm-up.
+        keep_warmup: also return the last ``keep_warmup`` warm-up states of the second half of the warm-up
+            (one every ``thin``), before the samples, for diagnostics; the samples do not change.
 
     Returns:
-        ``(n_samples, chains, d)`` samples.
+        ``(keep + n_samples, chains, d)`` samples.
     """
     x = init.clone()
     c, d = x.shape
@@ -73,6 +77,7 @@ def random_walk_metropolis(log_prob: LogProb, init: Tensor, n_samples: int, *, w
         chol = _whitening(x)[1]
     log_s = math.log(2.38 / math.sqrt(d))
     out = []
+    tail_from = warmup - min(max(0, int(keep_warmup)), (warmup - warmup // 2 - 1) // thin) * thin
     for it in range(warmup + n_samples * thin):
         eps = torch.randn(c, d, generator=generator, dtype=x.dtype)
         prop = x + math.exp(log_s) * eps @ chol.T
@@ -84,7 +89,7 @@ def random_walk_metropolis(log_prob: LogProb, init: Tensor, n_samples: int, *, w
             log_s += (acc.double().mean().item() - target_accept) / math.sqrt(1 + it / 10)
             if it == warmup // 2:
                 chol = _whitening(x)[1]
-        elif (it - warmup) % thin == thin - 1:
+        if it >= tail_from and (it - tail_from) % thin == thin - 1:
             out.append(x.clone())
     return torch.stack(out)
 
@@ -114,14 +119,22 @@ def mcmc_reference(log_prob: LogProb, proposals: Tensor, n: int, *, seed: int, c
     chains = max(2, min(chains, n))
     init = sir(log_prob, proposals, chains, proposal_log_prob=proposal_log_prob, generator=g)
     per_chain = max(2, -(-n // chains))
+    # split-R-hat needs draws per chain: with many chains and few kept draws each (1000 chains, n <= 3000),
+    # the diagnostic also uses the tail of the warm-up (after whitening); the samples returned do not change
+    keep = max(0, RHAT_DRAWS - per_chain)
     if kernel == "rwm":
-        s = random_walk_metropolis(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g)
+        s = random_walk_metropolis(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g, keep_warmup=keep)
     elif warmup >= 2:
-        s = whitened_slice(log_prob, init, per_chain, warmup, thin, g)
+        s = whitened_slice(log_prob, init, per_chain, warmup, thin, g, keep_warmup=keep)
     else:
-        s = slice_sample(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g)
+        s = slice_sample(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g, keep_warmup=keep)
     r = rhat(s)
-    if warn and (not torch.isfinite(r).all() or r.max() > RHAT_WARN):
+    s = s[s.shape[0] - per_chain :]
+    if warn and not torch.isfinite(r).all():
+        warnings.warn(f"{name} reference MCMC: split-R-hat could not be computed ({r.tolist()}) from "
+                      f"{s.shape[0]} draws per chain; the convergence of these samples is unchecked",
+                      RuntimeWarning, stacklevel=3)
+    elif warn and r.max() > RHAT_WARN:
         warnings.warn(f"{name} reference MCMC may not have converged: split-R-hat = "
                       f"{[round(v, 3) for v in r.tolist()]} (> {RHAT_WARN}); increase warm-up or thinning",
                       RuntimeWarning, stacklevel=3)

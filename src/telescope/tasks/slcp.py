@@ -153,6 +153,10 @@ class SLCP(TallData, Task):
                                   thin=self.thin * 2**attempt, name=self.name, warn=False)
             if torch.isfinite(r).all() and r.max() < RHAT_MAX:
                 break
+            if not torch.isfinite(r).all():  # a diagnostic that cannot be computed is not a failed run
+                warnings.warn(f"{self.name} reference MCMC: split-R-hat could not be computed ({r.tolist()}); "
+                              f"the samples are returned unchecked", RuntimeWarning, stacklevel=2)
+                break
         else:
             warnings.warn(f"{self.name} reference MCMC: split-R-hat {[round(v, 4) for v in r.tolist()]} >= {RHAT_MAX} "
                           f"after 3 runs (the last with warm-up {self.warmup * 4}, thinning {self.thin * 4})",

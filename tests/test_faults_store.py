@@ -212,3 +212,29 @@ def test_empty_store_message_mentions_the_write_ahead_log(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(ValueError, match=r"(?s)empty.*-wal.*telescope store checkpoint"):
         store_info(path)
+
+
+def wide(theta):
+    x = theta.repeat(1, 50) + 0.1 * torch.randn(theta.shape[0], 100)
+    x[theta[:, 0] > 0.9] = float("nan")
+    return x
+
+
+def test_load_simulations_needs_about_the_size_of_its_result(tmp_path):
+    """Issue 20, case 11 (in part): reading fills arrays allocated once (it used to hold about 3x the data)."""
+    import tracemalloc
+
+    store = tmp_path / "w"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theta_ref, x_ref = simulate(wide, PRIOR, 10_000, batch_size=500, store=store, progress_bar=False)
+    tracemalloc.start()
+    theta, x = load_simulations(store)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    ok = torch.isfinite(x_ref).all(-1)
+    assert torch.equal(theta, theta_ref[ok]) and torch.equal(x, x_ref[ok])
+    data = x_ref.numel() * 4 + theta_ref.numel() * 4
+    assert peak < 1.3 * data, f"peak {peak / 2**20:.1f} MiB for {data / 2**20:.1f} MiB of data"
+    t_all, x_all = load_simulations(store, include_failed=True)
+    assert torch.equal(t_all, theta_ref) and torch.equal(x_all.isnan(), x_ref.isnan())

@@ -320,13 +320,17 @@ class Store:
     def read(self, level: int = 0, *, include_failed: bool = True, max_batches: int | None = None) -> dict:
         """Arrays of ``level`` ordered by batch index then row: ``theta``, ``x``, ``x_low``, ``ok``, ``noise_seed``.
 
-        With ``max_batches`` only batches ``idx < max_batches`` are read.
+        With ``max_batches`` only batches ``idx < max_batches`` are read.  The output arrays are allocated once
+        and filled batch by batch (failed rows skipped unless ``include_failed``), so reading needs about the
+        size of the result plus one batch.
         """
-        q = ("SELECT theta, theta_shape, x, x_shape, x_low, x_low_shape, ok, noise_seed FROM batches "
-             "WHERE level = ?" + (" AND idx < ?" if max_batches is not None else "") + " ORDER BY idx")
+        where = "WHERE level = ?" + (" AND idx < ?" if max_batches is not None else "")
         args = (level,) if max_batches is None else (level, max_batches)
-        parts: dict[str, list] = {"theta": [], "x": [], "x_low": [], "ok": [], "noise_seed": []}
-        q = q.replace("SELECT ", "SELECT idx, ", 1)
+        n_all = self.con.execute(f"SELECT COALESCE(SUM(n), 0) FROM batches {where}", args).fetchone()[0]
+        q = (f"SELECT idx, theta, theta_shape, x, x_shape, x_low, x_low_shape, ok, noise_seed FROM batches {where} "
+             f"ORDER BY idx")
+        out: dict = {}
+        pos = n_failed = 0
         for idx, t, ts, x, xs, xl, xls, ok, ns in self.con.execute(q, args):
             column = "theta"
             try:
@@ -344,26 +348,37 @@ class Store:
                 if xa.shape[0] != n or oka.shape[0] != n or nsa.shape[0] != n or (xla is not None and xla.shape[0] != n):
                     raise ValueError(f"theta has {n} rows, x {xa.shape[0]}, ok {oka.shape[0]}, noise_seed "
                                      f"{nsa.shape[0]}")
+                column = "n"
+                if pos + (n if include_failed else int(oka.sum())) > n_all:
+                    raise ValueError(f"the batches hold more rows than their n columns sum to ({n_all})")
+                column = "shape"
+                part = {"theta": theta, "x": xa, "x_low": xla, "ok": oka, "noise_seed": nsa}
+                if not out:
+                    out = {k: None if v is None else np.empty((n_all, *v.shape[1:]), v.dtype) for k, v in part.items()}
+                keep = slice(None) if include_failed else oka
+                m = n if include_failed else int(oka.sum())
+                for k, v in part.items():
+                    if (v is None) != (out[k] is None) or (v is not None and v.shape[1:] != out[k].shape[1:]):
+                        raise ValueError(f"{k} has shape {None if v is None else v.shape} per batch, but "
+                                         f"{None if out[k] is None else out[k].shape[1:]} per row in the batches before")
+                    if v is not None:
+                        out[k][pos : pos + m] = v[keep]
             except (TypeError, ValueError) as e:
                 raise ValueError(f"store {str(self.file)!r}: batch {idx} of level {level} is unreadable in column "
                                  f"{column!r} ({type(e).__name__}: {e}); was the row edited by hand? Delete it "
                                  f"(DELETE FROM batches WHERE level = {level} AND idx = {idx}) and rerun the campaign "
                                  f"to simulate it again") from None
-            parts["theta"].append(theta)
-            parts["x"].append(xa)
-            if xla is not None:
-                parts["x_low"].append(xla)
-            parts["ok"].append(oka)
-            parts["noise_seed"].append(nsa)
-        if not parts["theta"]:
+            pos += m
+            n_failed += int((~oka).sum())
+        if not out:
             d = self._theta_dim()
             ev = tuple(self.meta.get("x_event_shape") or (0,))
-            empty = {"theta": np.zeros((0, d), np.float32), "x": np.zeros((0, *ev), np.float32),
-                     "x_low": np.zeros((0, *ev), np.float32) if level > 0 else None,
-                     "ok": np.zeros(0, bool), "noise_seed": np.zeros(0, np.int64)}
-            return _to_torch(empty, include_failed)
-        out = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
-        return _to_torch(out, include_failed)
+            out = {"theta": np.zeros((0, d), np.float32), "x": np.zeros((0, *ev), np.float32),
+                   "x_low": np.zeros((0, *ev), np.float32) if level > 0 else None,
+                   "ok": np.zeros(0, bool), "noise_seed": np.zeros(0, np.int64)}
+        res = {k: None if v is None else torch.from_numpy(v[:pos]) for k, v in out.items()}
+        res["n_failed"] = n_failed
+        return res
 
     def _theta_dim(self) -> int:
         shape = self.meta.get("prior", {}).get("event_shape") or [0]
@@ -435,19 +450,6 @@ class _guard:
         if exc_type is not None and issubclass(exc_type, sqlite3.DatabaseError):
             raise damaged(self.file, exc) from None
         return False
-
-
-def _to_torch(out: dict, include_failed: bool) -> dict:
-    ok = out["ok"]
-    keep = slice(None) if include_failed else ok
-    res = {}
-    for k, v in out.items():
-        if v is None:
-            res[k] = None
-        else:
-            res[k] = torch.from_numpy(np.ascontiguousarray(v[keep]))
-    res["n_failed"] = int((~ok).sum())
-    return res
 
 
 def _version() -> str:

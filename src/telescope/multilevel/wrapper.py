@@ -46,10 +46,12 @@ from torch import Tensor, nn
 from ..estimators.base import Estimator
 from ..estimators.nle import NLE
 from ..estimators.npe import NPE
+from ..ladder import FidelityLadder
 from ..priors import in_support
 from ..simulators import seeded
 from ..train import train
 from .adjust import GradientAdjustment
+from .budget import plan_and_fit
 from .levels import Level, as_levels, check_coupling, cheap, pooled, split_level
 from .loss import mlmc_terms
 from .safeguard import compare, pair_losses
@@ -118,7 +120,7 @@ class Multilevel:
     train_defaults: dict[str, Any] = {}
 
     def __init__(self, estimator: Estimator, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
-                 min_correlation: float = 0.1, pretrain: bool = True, weights="auto", safeguard="fallback",
+                 min_correlation: float = 0.1, pretrain: bool = True, weights="mlmc", safeguard="fallback",
                  staged: bool = True, val_se: float = 1.0, finetune_lr: float = 1.0):
         if isinstance(estimator, type):
             raise TypeError(f"estimator must be an estimator instance such as {estimator.__name__}(prior), "
@@ -138,6 +140,7 @@ class Multilevel:
             raise ValueError(f"safeguard must be 'fallback', 'warn' or False, got {safeguard!r}")
         self.pretrain, self.weights, self.safeguard, self.staged = bool(pretrain), weights, safeguard, bool(staged)
         self.val_se, self.finetune_lr = float(val_se), float(finetune_lr)
+        self.allocation: dict | None = None
         self.adjustment: GradientAdjustment | None = None
 
     def __getattr__(self, name: str):
@@ -171,15 +174,31 @@ class Multilevel:
             groups.append({**{f"hi/{k}": v for k, v in hi.items()}, **{f"lo/{k}": v for k, v in lo.items()}})
         return groups
 
-    def fit(self, levels: Sequence, **train_kwargs) -> "Multilevel":
-        """Train on seed-matched level data from :func:`telescope.simulate_levels`; returns ``self``.
+    def options(self) -> dict[str, Any]:
+        """The multilevel settings (keyword arguments of the constructor other than the estimator)."""
+        return {k: getattr(self, k) for k in _ML_OPTIONS}
+
+    def fit(self, levels, budget: float | None = None, *, seed: int = 0, store=None, pilot: float = 0.15,
+            **train_kwargs) -> "Multilevel":
+        """Train on seed-matched level data, or on a ladder and a budget; returns ``self``.
 
         Arguments:
-            levels: ``[(theta_0, x_0), (theta_1, x_1, x_0'), ..., (theta_L, x_L, x_{L-1}')]``.
+            levels: ``[(theta_0, x_0), (theta_1, x_1, x_0'), ..., (theta_L, x_L, x_{L-1}')]`` from
+                :func:`telescope.simulate_levels`, or a :class:`telescope.FidelityLadder` with ``budget``.
+            budget: total simulation cost (the ladder's cost units) to spend: a pilot run, Theorem 2's
+                allocation (possibly all on the expensive level), simulation and training — see
+                :mod:`telescope.multilevel.budget`; the plan is recorded as ``self.allocation``.
+            seed, store, pilot: with ``budget``: the campaigns' seed, a store folder (sub-folders ``pilot/``,
+                ``levels/``, ``high/``; a crash loses nothing) and the budget share of the pilot.
             train_kwargs: for :func:`telescope.train.train` (``max_epochs``, ``batch_size``, ``lr``,
                 ``val_fraction``, ``patience``, ``max_time``, ``progress_bar``, ...).  ``batch_size`` is the
                 level-0 batch; every level gets the same number of steps per epoch.
         """
+        if isinstance(levels, FidelityLadder) or budget is not None:
+            if budget is None:
+                raise ValueError("fit(ladder) needs budget=: the total simulation cost to spend, in the ladder's "
+                                 "cost units")
+            return plan_and_fit(self, levels, budget, seed=seed, store=store, pilot=pilot, **train_kwargs)
         est = self.estimator
         lv = self._check_levels(levels)
         correlations = check_coupling(lv, self.min_correlation, stacklevel=3)
@@ -227,7 +246,7 @@ class Multilevel:
         record["adjustment"] = self.adjustment.stats if self.adjustment is not None else None
         if self.safeguard and per_sample:
             record["safeguard"] = self._safeguard(net, init, tr, va, a, kwargs, vf, val_fn)
-        record.update(rescale=self.rescale, project=self.project, pretrain=self.pretrain)
+        record.update(rescale=self.rescale, project=self.project)
         history["multilevel"] = record
         est.history = history
         return self

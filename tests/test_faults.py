@@ -322,3 +322,19 @@ def test_slcp_reference_with_few_draws_per_chain_runs_once():
     task.reference_samples(1, 2000, cache=False)
     assert task.diagnostics["attempts"] == 1 and torch.isfinite(task.diagnostics["rhat"]).all()
     assert time.perf_counter() - t0 < 120
+
+
+@pytest.mark.slow
+def test_timeout_and_process_deaths_on_dask_process_workers():
+    """Dask worker processes are daemonic: the batch runs in a subprocess child that can be killed."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        res = run_campaign(hangs, PRIOR, 16, seed=3, batch_size=4, scheduler=cluster.scheduler_address,
+                           timeout=0.5, progress_bar=False)
+        assert torch.equal(res["ok"], ~(res["theta"][:, 0] > 0.8))
+        assert res["summary"]["first_errors"][0] == "timed out after 0.5 s"
+        res = run_campaign(segfaults, PRIOR, 30, seed=3, batch_size=10, scheduler=cluster.scheduler_address,
+                           timeout=30, progress_bar=False)
+        assert torch.equal(res["ok"], ~(res["theta"][:, 0] > 0.8))
+        assert res["summary"]["first_errors"][0] == "process died: signal 11 (SIGSEGV)"

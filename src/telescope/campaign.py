@@ -310,7 +310,10 @@ def _worker_main(conn, payload: bytes, parent_pid: int) -> None:
     _init_worker(payload, parent_pid)
     conn.send(("ready",))
     while True:
-        msg = conn.recv()
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):  # the parent is gone (killed, or its Dask worker was closed)
+            return
         if msg is None:
             return
         try:
@@ -616,20 +619,25 @@ class _Processes:
 
 
 _DASK_CACHE: dict = {}
+_DASK_LOCAL = threading.local()
 
 
 def _dask_task(payload: bytes, digest: str, task, timeout: float | None = None) -> dict:
     if timeout is not None:  # in a child process of the Dask worker, which can be killed at the deadline
-        sims_by_level = _dask_payload(payload, digest)[0]
-        ex = _Processes(payload, 1, None, timeout, sims_by_level)
+        held = getattr(_DASK_LOCAL, "pool", None)  # one child per worker thread, kept for the next batches
+        if held is None or held[0] != (digest, timeout):
+            if held is not None:
+                held[1].close(abort=True)
+            _DASK_LOCAL.pool = held = ((digest, timeout),
+                                       _Processes(payload, 1, None, timeout, _dask_payload(payload, digest)[0]))
+        ex = held[1]
         try:
             ex.submit(task)
-            while True:
-                t, out = ex.next_done()
-                if t == task:
-                    return out
-        finally:
-            ex.close(abort=False)
+            return ex.next_done()[1]
+        except BaseException:
+            ex.close(abort=True)
+            _DASK_LOCAL.pool = None
+            raise
     return _run_task(_dask_payload(payload, digest), task)
 
 

@@ -28,7 +28,7 @@ def simulate_batch(simulator: Simulator, prior, size: int, seed: int) -> dict:
     An exception raised by the simulator is recorded for every sample of the batch (and the batch is
     retried one sample at a time so that only the failing samples are lost).
     """
-    out = run_batch((as_simulator(simulator),), prior, size, seed)
+    out = run_batch((as_simulator(simulator),), prior, check_count("size", size), check_seed(seed))
     if out["x"][0] is None:
         first = next(e for e in out["error"] if e)
         raise RuntimeError(f"simulator {simulator.name!r} raised on every sample of a batch; first error: {first}")

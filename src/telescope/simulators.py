@@ -148,6 +148,10 @@ class Simulator:
         theta = theta.unsqueeze(0) if single else theta
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
+        else:
+            from .utils import check_seed
+
+            seed = check_seed(seed)
         if self.is_generator:
             x = self.run(theta, self.sample_noise(theta.shape[0], seed))
         else:

@@ -238,3 +238,12 @@ def test_load_simulations_needs_about_the_size_of_its_result(tmp_path):
     assert peak < 1.3 * data, f"peak {peak / 2**20:.1f} MiB for {data / 2**20:.1f} MiB of data"
     t_all, x_all = load_simulations(store, include_failed=True)
     assert torch.equal(t_all, theta_ref) and torch.equal(x_all.isnan(), x_ref.isnan())
+
+
+def test_store_interrupted_while_being_created_is_reused(tmp_path):
+    path = tmp_path / "new.sqlite"
+    con = sqlite3.connect(str(path))
+    con.executescript(store_mod._SCHEMA)  # the tables exist, the meta was never written
+    con.close()
+    theta, _ = simulate(sim, PRIOR, 10, store=path, progress_bar=False)
+    assert torch.equal(load_simulations(path)[0], theta)

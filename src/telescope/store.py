@@ -187,7 +187,10 @@ class Store:
             self.con = self._connect()
             if write:
                 tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if tables and ("meta" not in tables or self._read_meta().get("format") != "telescope-simulations"):
+                ours = {"meta", "batches", "failures"}
+                # a telescope store whose creation was interrupted has our tables and an empty meta: reuse it
+                if tables - ours or (tables and self._read_meta().get("format", "telescope-simulations")
+                                     != "telescope-simulations"):
                     self.close()
                     raise ValueError(f"{str(self.file)!r} is a SQLite database that is not a telescope simulation "
                                      f"store (it has the tables {sorted(tables)}); it was left untouched. Use "

@@ -897,13 +897,7 @@ def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int 
             if st is not None:
                 d = st.read(lv.level, include_failed=True, max_batches=len(lv.sizes))
             else:
-                outs = [mem[(lv.level, b)] for b in range(len(lv.sizes))]
-                d = {"theta": torch.from_numpy(np.concatenate([o["theta"] for o in outs])),
-                     "x": torch.from_numpy(np.concatenate([o["x"][0] for o in outs])),
-                     "x_low": (torch.from_numpy(np.concatenate([o["x"][1] for o in outs]))
-                               if len(lv.sims) > 1 else None),
-                     "ok": torch.from_numpy(np.concatenate([o["ok"] for o in outs])),
-                     "noise_seed": torch.from_numpy(np.concatenate([o["noise_seed"] for o in outs]))}
+                d = _assemble(mem, lv)
             if d["theta"].shape[0] != lv.n:  # pragma: no cover - internal consistency
                 raise RuntimeError(f"level {lv.level}: expected {lv.n} simulations, assembled {d['theta'].shape[0]}")
             d["n_failed"] = int((~d["ok"]).sum())
@@ -933,6 +927,24 @@ def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int 
         "levels": level_seconds,
     }
     return data, summary
+
+
+def _assemble(mem: dict, lv: Level) -> dict:
+    """The batches of level ``lv`` in index order, moved out of ``mem`` into arrays allocated once."""
+    out: dict = {}
+    pos = 0
+    for b in range(len(lv.sizes)):
+        o = mem.pop((lv.level, b))
+        part = {"theta": o["theta"], "x": o["x"][0], "x_low": o["x"][1] if len(lv.sims) > 1 else None,
+                "ok": o["ok"], "noise_seed": o["noise_seed"]}
+        if not out:
+            out = {k: None if v is None else np.empty((lv.n, *v.shape[1:]), v.dtype) for k, v in part.items()}
+        m = part["theta"].shape[0]
+        for k, v in part.items():
+            if v is not None:
+                out[k][pos : pos + m] = v
+        pos += m
+    return {k: None if v is None else torch.from_numpy(v) for k, v in out.items()}
 
 
 def _drive(tasks, levels, by_level, prior, st, mem, stats, *, backend, workers, client, scheduler, progress_bar,

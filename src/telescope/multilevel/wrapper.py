@@ -226,6 +226,7 @@ class Multilevel:
             h = train(net, est._loss, est._data(*cheap(tr)), val_data=est._data(*cheap(va)), val_fraction=vf,
                       **{**quiet, "desc": f"pre-train ML-{type(est).__name__} on level 0"})
             record["pretrain"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"], "seconds": h["seconds"]}
+        pre = copy.deepcopy(net.state_dict())
         a = [1.0] * L
         if isinstance(self.weights, (list, tuple)):
             a = [float(c) for c in self.weights]
@@ -245,7 +246,7 @@ class Multilevel:
                         **{**kwargs, "lr": kwargs.get("lr", 1e-3) * self.finetune_lr})
         record["adjustment"] = self.adjustment.stats if self.adjustment is not None else None
         if self.safeguard and per_sample:
-            record["safeguard"] = self._safeguard(net, init, tr, va, a, kwargs, vf, val_fn)
+            record["safeguard"] = self._safeguard(net, init, pre, tr, va, a, kwargs, vf, val_fn)
         record.update(rescale=self.rescale, project=self.project)
         history["multilevel"] = record
         est.history = history
@@ -285,24 +286,45 @@ class Multilevel:
             return torch.tensor(value + c * se)
         return val_fn
 
-    def _safeguard(self, net, init, tr, va, a, kwargs, vf, val_fn) -> dict:
-        """Train the same network on the top level's expensive simulations alone and compare out of sample."""
+    def _safeguard(self, net, init, pre, tr, va, a, kwargs, vf, val_fn) -> dict:
+        """Compare the multilevel network out of sample with two alternatives trained on the same split.
+
+        * ``"expensive level alone"``: the network trained from scratch on the top level's expensive members;
+        * ``"transfer"`` (with pre-training): the pre-trained network fine-tuned on those members alone (TL,
+          Krouglova et al. 2025), validated like the multilevel fine-tuning.
+
+        Each difference of held-out loss (:func:`telescope.multilevel.safeguard.compare`) is recorded; with
+        ``safeguard="fallback"`` the network with the lowest estimate is kept, and a warning says when that is
+        not the multilevel one.
+        """
         est = self.estimator
         top = tr[-1]
-        alone = copy.deepcopy(net)
-        alone.load_state_dict(init)
-        train(alone, est._loss, est._data(top["theta"], top["x"]), val_data=self._groups(va), val_fraction=vf,
-              val_loss_fn=val_fn, **{**kwargs, "desc": f"safeguard: {type(est).__name__} on level {len(tr) - 1}"})
-        diff, se = compare(est, net, alone, va, a)
-        out = {"difference": diff, "se": se, "used": "multilevel"}
-        if diff > 0:
-            msg = (f"the multilevel estimator is not better than training on the expensive level alone: its "
-                   f"held-out loss is {diff:+.4f} (standard error {se:.4f}) against the network trained on the "
-                   f"{top.n} expensive simulations of the top level only")
+        data = est._data(top["theta"], top["x"])
+        rivals = {"expensive level alone": (init, False)}
+        if self.pretrain:
+            rivals["transfer"] = (pre, True)
+        out: dict[str, Any] = {"used": "multilevel"}
+        best, best_net = 0.0, None
+        for name, (state, from_pre) in rivals.items():
+            rival = copy.deepcopy(net)
+            rival.load_state_dict(state)
+            train(rival, est._loss, data, val_data=self._groups(va), val_fraction=vf, val_loss_fn=val_fn,
+                  val_initial=from_pre, **{**kwargs, "desc": f"safeguard: {name}"})
+            diff, se = compare(est, net, rival, va, a)
+            out[name] = {"difference": diff, "se": se}
+            if diff > best:
+                best, best_net, out["used"] = diff, rival, name
+        # backwards-compatible summary: the comparison with the expensive level alone
+        out["difference"], out["se"] = out["expensive level alone"]["difference"], out["expensive level alone"]["se"]
+        if best_net is not None:
+            msg = (f"the multilevel estimator is not the best on held-out data: the network trained by "
+                   f"'{out['used']}' on the {top.n} expensive simulations of the top level has a held-out loss "
+                   f"lower by {best:.4f} (standard error {out[out['used']]['se']:.4f})")
             if self.safeguard == "fallback":
-                net.load_state_dict(alone.state_dict())
-                out["used"] = "expensive level alone"
+                net.load_state_dict(best_net.state_dict())
                 msg += "; using that network instead (safeguard='warn' keeps the multilevel one)"
+            else:
+                out["used"] = "multilevel"
             warnings.warn(msg, UserWarning, stacklevel=4)
         return out
 

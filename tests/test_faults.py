@@ -338,3 +338,15 @@ def test_timeout_and_process_deaths_on_dask_process_workers():
                            timeout=30, progress_bar=False)
         assert torch.equal(res["ok"], ~(res["theta"][:, 0] > 0.8))
         assert res["summary"]["first_errors"][0] == "process died: signal 11 (SIGSEGV)"
+
+
+def test_cli_simulate_timeout_needs_workers(tmp_path, capsys):
+    import argparse
+
+    from telescope.cli_simulate import add_parsers
+
+    parser = argparse.ArgumentParser(prog="telescope")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["simulate", "two_moons", "--n", "10", "--store", str(tmp_path / "s"), "--timeout", "5"])
+    assert args.func(args) == 2
+    assert "needs simulations in worker processes" in capsys.readouterr().err

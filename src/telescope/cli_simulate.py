@@ -3,7 +3,7 @@
 ``add_parsers(subparsers)`` registers them on an argparse subparsers object; each parser sets
 ``func`` to a handler taking the parsed arguments and returning an exit code::
 
-    telescope simulate two_moons --n 10000 --store runs/x --workers 4
+    telescope simulate two_moons --n 10000 --store runs/x --workers 4 [--timeout 60]
     telescope simulate two_moons --n 10000 --store runs/x --scheduler tcp://10.0.0.1:8786
     telescope store info runs/x [--json]
     telescope store checkpoint runs/x      # fold the write-ahead log into the .sqlite file (before copying it)
@@ -32,6 +32,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--scheduler", default=None, help="address of a Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
     p.add_argument("--batch-size", type=int, default=1000, help="simulations per batch (default 1000)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per simulation; one that runs longer is recorded as failed (needs --workers or "
+                        "--scheduler)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
 
@@ -67,7 +70,7 @@ def cmd_simulate(args) -> int:
         task = tasks.get(args.task)
         data = run_campaign(task.simulator, task.prior, args.n, seed=args.seed, batch_size=args.batch_size,
                             store=args.store, workers=1 if args.scheduler else args.workers,
-                            scheduler=args.scheduler, progress_bar=not args.quiet)
+                            scheduler=args.scheduler, progress_bar=not args.quiet, timeout=args.timeout)
     except (ValueError, TypeError, RuntimeError, OSError) as e:
         return _fail(str(e))
     s = data["summary"]

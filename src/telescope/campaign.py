@@ -897,7 +897,7 @@ def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int 
             if st is not None:
                 d = st.read(lv.level, include_failed=True, max_batches=len(lv.sizes))
             else:
-                d = _assemble(mem, lv)
+                d = {k: None if v is None else torch.from_numpy(v) for k, v in mem.pop(lv.level).items()}
             if d["theta"].shape[0] != lv.n:  # pragma: no cover - internal consistency
                 raise RuntimeError(f"level {lv.level}: expected {lv.n} simulations, assembled {d['theta'].shape[0]}")
             d["n_failed"] = int((~d["ok"]).sum())
@@ -929,22 +929,18 @@ def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int 
     return data, summary
 
 
-def _assemble(mem: dict, lv: Level) -> dict:
-    """The batches of level ``lv`` in index order, moved out of ``mem`` into arrays allocated once."""
-    out: dict = {}
-    pos = 0
-    for b in range(len(lv.sizes)):
-        o = mem.pop((lv.level, b))
-        part = {"theta": o["theta"], "x": o["x"][0], "x_low": o["x"][1] if len(lv.sims) > 1 else None,
-                "ok": o["ok"], "noise_seed": o["noise_seed"]}
-        if not out:
-            out = {k: None if v is None else np.empty((lv.n, *v.shape[1:]), v.dtype) for k, v in part.items()}
-        m = part["theta"].shape[0]
-        for k, v in part.items():
-            if v is not None:
-                out[k][pos : pos + m] = v
-        pos += m
-    return {k: None if v is None else torch.from_numpy(v) for k, v in out.items()}
+def _into(mem: dict, lv: Level, idx: int, out: dict) -> None:
+    """Copy batch ``idx`` of level ``lv`` into the level's arrays (allocated once, at the first batch)."""
+    part = {"theta": out["theta"], "x": out["x"][0], "x_low": out["x"][1] if len(lv.sims) > 1 else None,
+            "ok": out["ok"], "noise_seed": out["noise_seed"]}
+    slot = mem.get(lv.level)
+    if slot is None:
+        slot = mem[lv.level] = {k: None if v is None else np.empty((lv.n, *v.shape[1:]), v.dtype)
+                                for k, v in part.items()}
+    start = idx * lv.batch_size
+    for k, v in part.items():
+        if v is not None:
+            slot[k][start : start + v.shape[0]] = v
 
 
 def _drive(tasks, levels, by_level, prior, st, mem, stats, *, backend, workers, client, scheduler, progress_bar,
@@ -988,7 +984,7 @@ def _drive(tasks, levels, by_level, prior, st, mem, stats, *, backend, workers, 
             st.write_batch(level, idx, bseed, out)
             store_seconds += time.perf_counter() - t0
         else:
-            mem[(level, idx)] = out
+            _into(mem, by_level[level], idx, out)
         secs = stats["seconds"][level]
         for k, s in enumerate(out["seconds"]):
             secs[k] += s

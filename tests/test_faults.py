@@ -105,6 +105,7 @@ def test_timeout_on_the_serial_backend_is_a_clear_error():
         simulate(_x, PRIOR, 10, timeout=-1, workers=2, progress_bar=False)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_timeout_reaches_simulate_levels():
     from telescope.ladder import simulate_levels
 

@@ -96,11 +96,11 @@ def test_safeguard_falls_back_when_the_cheap_level_misleads(test_set):
     def wrong(theta, u):  # coupled to the noise but with the opposite dependence on theta
         return torch.cat([-theta + 0.3 * u[:, :1], 4.0 - theta.pow(2) + 0.3 * u[:, 1:]], -1)
 
-    levels = ts.simulate_levels(_ladder(wrong), PRIOR, n=[3000, 150], seed=1, progress_bar=False)
+    levels = ts.simulate_levels(_ladder(wrong), PRIOR, n=[1500, 100], seed=1, progress_bar=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ml = MultilevelNPE(PRIOR, seed=0, **NET).fit(levels, progress_bar=False)
-        alone = NPE(PRIOR, seed=0, **NET).fit(levels[1][0], levels[1][1], progress_bar=False)
+        ml = MultilevelNPE(PRIOR, seed=0, **NET).fit(levels, progress_bar=False, max_epochs=80)
+        alone = NPE(PRIOR, seed=0, **NET).fit(levels[1][0], levels[1][1], progress_bar=False, max_epochs=80)
     rec = ml.history["multilevel"]["safeguard"]
     # whatever was chosen, cheap simulations must not make the posterior clearly worse than the pairs alone
     assert _nlpd(ml, test_set) < _nlpd(alone, test_set) + 0.15

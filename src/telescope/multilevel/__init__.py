@@ -15,7 +15,9 @@ an unbiased estimate of the high-fidelity loss whose variance is small when the 
 * the loss terms — :mod:`.loss`; level-data checks, shared standardisation, coupling — :mod:`.levels`;
 * the gradient adjustment of Algorithm 1 — :mod:`.adjust`;
 * Theorem 2's allocation of ``n_0..n_L`` and pilot variance estimates — :mod:`.allocation`;
-* the TL-NPE baseline — :mod:`.transfer`.
+* the TL-NPE baseline — :mod:`.transfer`;
+* control-variate weights and the standard error of the loss — :mod:`.weights`; out-of-sample comparison
+  with the expensive level alone — :mod:`.safeguard`; training from a ladder and a budget — :mod:`.budget`.
 
 Example:
     >>> import telescope as ts
@@ -29,6 +31,8 @@ from .allocation import Allocation, LevelVariances, allocate, level_variances
 from .levels import Level, as_levels, check_coupling, pair_correlations, pooled
 from .loss import mlmc_loss, mlmc_terms, term_names
 from .transfer import TLNPE
+from .safeguard import compare
+from .weights import coefficients, weighted_mean
 from .wrapper import Multilevel, MultilevelNLE, MultilevelNPE
 
 __all__ = [
@@ -37,4 +41,5 @@ __all__ = [
     "adjust_gradients", "GradientAdjustment",
     "allocate", "Allocation", "level_variances", "LevelVariances",
     "as_levels", "Level", "pooled", "pair_correlations", "check_coupling",
+    "coefficients", "weighted_mean", "compare",
 ]

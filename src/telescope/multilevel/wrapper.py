@@ -1,9 +1,31 @@
 r"""Multilevel estimators: any Monte Carlo-loss estimator trained with the MLMC loss (paper 1).
 
 ``Multilevel(estimator).fit(levels)`` trains ``estimator``'s network on the output of
-:func:`telescope.simulate_levels` by minimising the MLMC loss of eq. (2) with the gradient
-adjustment of Algorithm 1; afterwards the estimator is used as usual (``sample``, ``log_prob``, ...,
-reached through the wrapper).  :class:`MultilevelNLE` and :class:`MultilevelNPE` are the paper's
+:func:`telescope.simulate_levels` with the MLMC loss of eq. (2) and the gradient adjustment of
+Algorithm 1; afterwards the estimator is used as usual (``sample``, ``log_prob``, ..., reached through
+the wrapper).  ``fit(ladder, budget=C)`` also chooses the allocation and simulates
+(:mod:`telescope.multilevel.budget`).
+
+**Staged training (default).**  Minimised from scratch with a few expensive pairs, eq. (2) over-fits
+them: the loss is not bounded below (it rewards making the pairs' cheap members improbable), and its
+validation estimate on a handful of held-out pairs is so noisy that early stopping picks a lucky epoch
+(measured in ``benchmarks/README_multilevel.md``).  So by default:
+
+1. one train/validation split of every level (pairs stay whole) serves all stages;
+2. **pre-training** on every cheap simulation (level 0 and the cheap members of level 1's pairs) with
+   the ordinary loss (the transfer-learning idea of Krouglova et al. 2025, arXiv 2502.08416);
+3. **fine-tuning** with the multilevel loss — eq. (2), or its control-variate form with coefficients
+   ``weights`` (:mod:`telescope.multilevel.weights`) — and Algorithm 1;
+4. **validation** by the multilevel estimate of the held-out high-fidelity loss plus ``val_se`` standard
+   errors (over-fitting shows as a growing spread of the held-out corrections), with the pre-trained
+   network itself as the first candidate, so fine-tuning that does not help is undone;
+5. a **safeguard** (:meth:`_safeguard`): the same network trained on the top level's expensive
+   simulations alone, and fine-tuned on them from the pre-trained weights, are compared out of sample
+   (:mod:`telescope.multilevel.safeguard`); the best is kept (``safeguard="fallback"``) with a warning
+   when it is not the multilevel one, so cheap simulations do not make the estimator worse.
+
+``staged=False`` is paper 1's procedure exactly (eq. 2 from scratch, the split and early stopping of
+:func:`telescope.train.train`).  :class:`MultilevelNLE` and :class:`MultilevelNPE` are the paper's
 ML-NLE and ML-NPE.  It works for every estimator whose loss is a Monte Carlo average over
 simulations — NLE, NPE, and equally ratio (NRE) or score (NPSE) estimators, whose loss randomness
 (contrastive sets, diffusion times and noise) is replayed identically for the two members of a pair.
@@ -102,10 +124,19 @@ class Multilevel:
         project: Algorithm 1's projection of :math:`\nabla h_0` and :math:`\nabla h_c` when they conflict.
         eps: the :math:`\epsilon` of Algorithm 1.
         min_correlation: warn when a level's pairs are less correlated than this (MLMC cannot help then).
+        pretrain: pre-train on the cheap level before the multilevel fine-tuning (staged training).
+        weights: ``"mlmc"`` (eq. 2, default), ``"auto"`` (control-variate coefficients estimated from the
+            pairs at the pre-trained network) or a list ``[a_0, ..., a_(L-1)]``.
+        safeguard: ``"fallback"`` (keep the best of the multilevel, transfer and expensive-only networks on
+            held-out data), ``"warn"`` (compare and warn only) or ``False``.
+        staged: ``False`` for paper 1's training (no pre-training, split and stopping inside ``train``).
+        val_se: standard errors added to the held-out multilevel loss in the stopping criterion.
+        finetune_lr: factor on the learning rate of the fine-tuning stage.
 
     After :meth:`fit`, attributes and methods of the estimator (``sample``, ``log_prob``, ``net``,
     ``history``, ...) are reached through the wrapper; ``history["multilevel"]`` records the level
-    sizes, pair correlations and statistics of the gradient adjustment.
+    sizes, pair correlations, pre-training, weights, the safeguard's comparisons and statistics of the
+    gradient adjustment.
 
     Supported estimators: every estimator whose ``_loss(net, batch)`` is a Monte Carlo mean over the
     batch's simulations.  NLE and NPE also give per-simulation losses (``_loss_terms``), so all terms of
@@ -364,9 +395,9 @@ class Multilevel:
         """Save the trained estimator (:meth:`Estimator.save`) plus the multilevel settings in ``config.json``."""
         path = self.estimator.save(path)
         cfg = json.loads((path / "config.json").read_text())
-        cfg["multilevel"] = {"rescale": self.rescale, "project": self.project, "eps": self.eps,
-                             "min_correlation": self.min_correlation,
-                             "n": (self.estimator.history.get("multilevel") or {}).get("n")}
+        opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.options().items()}
+        cfg["multilevel"] = {**opts, "n": (self.estimator.history.get("multilevel") or {}).get("n"),
+                             "allocation": self.allocation}
         (path / "config.json").write_text(json.dumps(cfg, indent=2))
         return path
 
@@ -375,14 +406,16 @@ class Multilevel:
         """Load a multilevel estimator saved with :meth:`save` (the wrapped estimator's class is read from disk)."""
         est = Estimator.load(path, prior, **kwargs)
         cfg = json.loads((Path(path) / "config.json").read_text()).get("multilevel", {})
-        return Multilevel(est, rescale=cfg.get("rescale", True), project=cfg.get("project", True),
-                          eps=cfg.get("eps", 1e-8), min_correlation=cfg.get("min_correlation", 0.1))
+        ml = Multilevel(est, **{k: cfg[k] for k in _ML_OPTIONS if k in cfg})
+        ml.allocation = cfg.get("allocation")
+        return ml
 
 
 class MultilevelNLE(Multilevel):
     """ML-NLE (paper 1): :class:`telescope.NLE` trained with the MLMC loss and gradient adjustment.
 
-    Keyword arguments other than ``rescale``, ``project``, ``eps`` and ``min_correlation`` go to
+    Keyword arguments of :class:`Multilevel` (``rescale``, ``project``, ``eps``, ``min_correlation``,
+    ``pretrain``, ``weights``, ``safeguard``, ``staged``, ``val_se``, ``finetune_lr``); the others go to
     :class:`telescope.NLE` (``flow``, ``transforms``, ``hidden``, ``bins``, ``device``, ``seed``).
 
     Example:
@@ -400,7 +433,7 @@ class MultilevelNLE(Multilevel):
 class MultilevelNPE(Multilevel):
     """ML-NPE (paper 1): :class:`telescope.NPE` trained with the MLMC loss and gradient adjustment.
 
-    Keyword arguments other than ``rescale``, ``project``, ``eps`` and ``min_correlation`` go to
+    Keyword arguments of :class:`Multilevel` as for :class:`MultilevelNLE`; the others go to
     :class:`telescope.NPE` (``flow``, ``transforms``, ``hidden``, ``bins``, ``embedding``, ``device``, ``seed``).
     """
 

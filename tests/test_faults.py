@@ -119,9 +119,10 @@ def test_timeout_reaches_simulate_levels():
 @pytest.mark.slow
 def test_timeout_with_dask():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+    # one thread: its child process is reused across batches, also after a batch rerun row by row
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        res = run_campaign(hangs, PRIOR, 16, seed=3, batch_size=4, client=client, timeout=0.5, progress_bar=False)
+        res = run_campaign(hangs, PRIOR, 24, seed=3, batch_size=4, client=client, timeout=0.5, progress_bar=False)
     bad = res["theta"][:, 0] > 0.8
     assert bad.any() and torch.equal(res["ok"], ~bad)
     assert res["summary"]["first_errors"][0] == "timed out after 0.5 s"

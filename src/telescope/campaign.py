@@ -415,6 +415,14 @@ class _Proc:
         self.conn.close()
 
 
+def _startup_error(cause: str) -> RuntimeError:
+    return RuntimeError(
+        f"a worker process died while starting ({cause}), before it could run a simulation. If telescope runs "
+        f"from a script, put the campaign under `if __name__ == \"__main__\":` — worker processes re-import the "
+        f"script, and without that guard they run the campaign again (and find its store locked by this "
+        f"process). Otherwise check that the simulator's module imports cleanly")
+
+
 class _Job:
     def __init__(self, task):
         self.task, self.mode = task, "batch"
@@ -492,18 +500,23 @@ class _Processes:
                 self.started += 1
             if idle is None:
                 return
-            self._send(idle, self.queue.popleft())
+            job = self.queue.popleft()
+            try:
+                self._send(idle, job)
+            except OSError:  # the idle process had died (killed from outside): replace it, the job is not to blame
+                self.queue.appendleft(job)
+                self.procs.remove(idle)
+                code = idle.exitcode()
+                idle.kill()
+                if not idle.ready:
+                    raise _startup_error(_death(code)) from None
 
     def _lost(self, p: _Proc, cause: str):
         """``p`` died or was killed while running ``p.job``: requeue or finish the job; returns a result or None."""
         job = p.job
         self.procs.remove(p)
         if not p.ready:
-            raise RuntimeError(
-                f"a worker process died while starting ({cause}), before it could run a simulation. If telescope "
-                f"runs from a script, put the campaign under `if __name__ == \"__main__\":` — worker processes "
-                f"re-import the script, and without that guard they run the campaign again (and find its store "
-                f"locked by this process). Otherwise check that the simulator's module imports cleanly")
+            raise _startup_error(cause)
         if job.mode == "batch":  # which simulation killed it? rerun the batch one simulation at a time
             job.to_rows(self.sims_by_level.get(job.task[0], (None,)))
             self.queue.appendleft(job)
@@ -535,8 +548,8 @@ class _Processes:
         while True:
             self._dispatch()
             busy = [p for p in self.procs if p.job is not None]
-            if not any(isinstance(p.job, _Job) for p in busy):  # pragma: no cover - internal consistency
-                raise RuntimeError("no batch is running")
+            if not self.queue and not any(isinstance(p.job, _Job) for p in busy):  # pragma: no cover
+                raise RuntimeError("no batch is running")  # internal consistency
             deadlines = [p.deadline for p in busy if p.deadline is not None]
             wait_s = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
             handles = [p.conn for p in busy] + [p.sentinel for p in busy if p.sentinel is not None]
@@ -556,7 +569,7 @@ class _Processes:
             except (EOFError, OSError):
                 code = p.exitcode()
                 p.kill()
-                return self._lost(p, _death(code))
+                return self._lost(p, _death(code)) if isinstance(p.job, _Job) else self._drop(p)
             kind = msg[0]
             if kind == "ready":
                 p.ready = True

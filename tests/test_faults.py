@@ -352,3 +352,35 @@ def test_cli_simulate_timeout_needs_workers(tmp_path, capsys):
     args = parser.parse_args(["simulate", "two_moons", "--n", "10", "--store", str(tmp_path / "s"), "--timeout", "5"])
     assert args.func(args) == 2
     assert "needs simulations in worker processes" in capsys.readouterr().err
+
+
+class _Tilted(torch.distributions.Distribution):
+    """Samples uniformly on [-1, 1]^2 whatever ``tilt``; ``tilt`` changes only the density."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, tilt):
+        self.tilt = tilt
+        super().__init__(event_shape=torch.Size([2]), validate_args=False)
+
+    def sample(self, shape=torch.Size()):
+        return 2 * torch.rand(*shape, 2) - 1
+
+    def log_prob(self, value):
+        return self.tilt * value.sum(-1)
+
+
+def test_prior_fingerprint_covers_its_density(tmp_path):
+    from telescope.campaign import prior_info
+
+    a, b = prior_info(_Tilted(0.0)), prior_info(_Tilted(0.5))
+    assert a["fingerprint"] == b["fingerprint"] and a["state_fingerprint"] != b["state_fingerprint"]
+    g = __import__("telescope").Gaussian([0.0, 0.0], [1.0, 2.0])
+    before = prior_info(g)["state_fingerprint"]
+    g.log_prob(g.sample((3,)))
+    g.scale_tril  # lazily cached properties must not change it
+    assert prior_info(g)["state_fingerprint"] == before
+    store = tmp_path / "s"
+    simulate(_x, _Tilted(0.0), 10, store=store, progress_bar=False)
+    with pytest.raises(ValueError, match="prior: the store has"):
+        simulate(_x, _Tilted(0.5), 10, store=store, progress_bar=False)

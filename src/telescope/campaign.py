@@ -754,12 +754,26 @@ def resolve_backend(backend: str | None, workers: int, client, scheduler) -> str
 # the store's metadata
 # --------------------------------------------------------------------------------------------------
 def prior_info(prior) -> dict:
-    """Type, repr, event shape and a fingerprint (hash of 64 seeded draws) of a prior."""
+    """Type, repr, event shape and fingerprints of a prior.
+
+    ``fingerprint`` hashes 64 seeded draws (what every store compares); ``state_fingerprint`` also hashes
+    the prior's parameters and its log density at those draws (compared when the store has it), so two
+    priors that sample alike but differ in their density or support are not mixed either.
+    """
+    from .simulators import _canon
+
     with _RNG_LOCK, seeded(0x7E1E5C0):
-        draws = prior.sample((64,)).float().numpy()
-    h = hashlib.sha256(type(prior).__qualname__.encode() + np.ascontiguousarray(draws, "<f4").tobytes())
+        draws = prior.sample((64,)).float()
+    h = hashlib.sha256(type(prior).__qualname__.encode() + np.ascontiguousarray(draws.numpy(), "<f4").tobytes())
+    h2 = hashlib.sha256(h.digest())
+    _canon(prior, h2, {}, 0)
+    try:
+        lp = prior.log_prob(draws).detach().double().cpu().numpy()
+        h2.update(np.ascontiguousarray(np.round(lp, 5)).tobytes())
+    except Exception as e:  # noqa: BLE001 - a prior without log_prob: its draws and parameters only
+        h2.update(type(e).__name__.encode())
     return {"type": type(prior).__qualname__, "repr": repr(prior)[:400], "event_shape": list(prior.event_shape),
-            "fingerprint": h.hexdigest()[:16]}
+            "fingerprint": h.hexdigest()[:16], "state_fingerprint": h2.hexdigest()[:16]}
 
 
 def simulator_info(sim: Simulator) -> dict:
@@ -806,10 +820,14 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
             diffs.append(f"kind: the store holds a {meta.get('kind')}() campaign, this call is {kind}()")
         if meta.get("seed") != int(seed):
             diffs.append(f"seed: the store has seed={meta.get('seed')}, this call has seed={seed}")
-        if meta.get("prior", {}).get("fingerprint") != p_info["fingerprint"]:
+        old_prior = meta.get("prior", {})
+        if old_prior.get("fingerprint") != p_info["fingerprint"] or (
+                "state_fingerprint" in old_prior and old_prior["state_fingerprint"] != p_info["state_fingerprint"]):
             old_p = meta.get("prior", {})
-            diffs.append(f"prior: the store has {old_p.get('repr')} (fingerprint {old_p.get('fingerprint')}), "
-                         f"this call has {p_info['repr']} (fingerprint {p_info['fingerprint']})")
+            diffs.append(f"prior: the store has {old_p.get('repr')} (fingerprint {old_p.get('fingerprint')}, state "
+                         f"{old_p.get('state_fingerprint')}), this call has {p_info['repr']} (fingerprint "
+                         f"{p_info['fingerprint']}, state {p_info['state_fingerprint']}); the fingerprints hash the "
+                         f"prior's draws, parameters and log density")
         old_sims = meta.get("simulators", [])
         if len(old_sims) != len(sims_info):
             diffs.append(f"simulators: the store has {len(old_sims)} level(s), this call has {len(sims_info)}")

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import inspect
 import random
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -277,8 +278,11 @@ def _canon(obj, h, memo: dict, depth: int) -> None:
         if isinstance(obj, torch.nn.Module):
             state = obj.state_dict()
         else:  # the parameters only: lazily cached properties (scale_tril, ...) must not change the hash
+            from torch.distributions.utils import lazy_property
+
             names = [*getattr(obj, "arg_constraints", {}), "base_dist", "transforms", "low", "high"]
-            state = {k: vars(obj)[k] for k in names if k in vars(obj)}
+            lazy = {k for k in names if isinstance(inspect.getattr_static(type(obj), k, None), lazy_property)}
+            state = {k: vars(obj)[k] for k in names if k in vars(obj) and k not in lazy}
             state["shapes"] = (tuple(obj.batch_shape), tuple(obj.event_shape))
         _canon(state, h, memo, depth + 1)
         return
@@ -290,7 +294,10 @@ def _canon(obj, h, memo: dict, depth: int) -> None:
         state = vars(obj)
     except TypeError:  # no __dict__ (slots, C types): the type and its call method only
         state = {s: getattr(obj, s) for s in getattr(type(obj), "__slots__", ()) if hasattr(obj, s)}
-    _canon({k: v for k, v in state.items() if not (isinstance(k, str) and k.startswith("_cache"))}, h, memo, depth + 1)
+    # caches, weak references and torch's lazily made inverse transforms are not state
+    _canon({k: v for k, v in state.items()
+            if not (isinstance(k, str) and (k.startswith("_cache") or k == "_inv") or isinstance(v, weakref.ref))},
+           h, memo, depth + 1)
     call = getattr(type(obj), "__call__", None)
     if inspect.isfunction(call):
         _canon(call, h, memo, depth + 1)

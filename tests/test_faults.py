@@ -384,3 +384,19 @@ def test_prior_fingerprint_covers_its_density(tmp_path):
     simulate(_x, _Tilted(0.0), 10, store=store, progress_bar=False)
     with pytest.raises(ValueError, match="prior: the store has"):
         simulate(_x, _Tilted(0.5), 10, store=store, progress_bar=False)
+
+
+def test_old_store_with_a_seed_outside_32_bits_is_not_resumed_from_another_stream(tmp_path):
+    import sqlite3
+
+    from telescope.store import db_file
+
+    store = tmp_path / "s"
+    simulate(_x, PRIOR, 10, seed=2**40, batch_size=5, store=store, progress_bar=False)
+    simulate(_x, PRIOR, 15, seed=2**40, batch_size=5, store=store, progress_bar=False)  # a new store resumes
+    con = sqlite3.connect(str(db_file(store)))
+    con.execute("DELETE FROM meta WHERE key = 'seed_scheme'")  # as written by an earlier version
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="earlier telescope, which used seed=1099511627776 modulo 2"):
+        simulate(_x, PRIOR, 20, seed=2**40, batch_size=5, store=store, progress_bar=False)

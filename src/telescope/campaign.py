@@ -812,7 +812,8 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
         if not meta:
             store.set_meta(format="telescope-simulations", schema=SCHEMA_VERSION, kind=kind, seed=int(seed),
                            prior=p_info, simulators=sims_info, levels=plan, x_event_shape=None,
-                           telescope_version=_version(), created=datetime.datetime.now().isoformat(timespec="seconds"))
+                           telescope_version=_version(), created=datetime.datetime.now().isoformat(timespec="seconds"),
+                           seed_scheme=2)
             return store
         diffs: list[str] = []
         pin: list[str] = []
@@ -820,6 +821,9 @@ def _open_store(path, kind: str, seed: int, levels: list[Level], prior, sims_inf
             diffs.append(f"kind: the store holds a {meta.get('kind')}() campaign, this call is {kind}()")
         if meta.get("seed") != int(seed):
             diffs.append(f"seed: the store has seed={meta.get('seed')}, this call has seed={seed}")
+        elif "seed_scheme" not in meta and not 0 <= int(seed) < 2**32:
+            diffs.append(f"seed: the store was written by an earlier telescope, which used seed={seed} modulo 2**32; "
+                         f"its stored batches and the ones simulated now would come from different streams")
         old_prior = meta.get("prior", {})
         if old_prior.get("fingerprint") != p_info["fingerprint"] or (
                 "state_fingerprint" in old_prior and old_prior["state_fingerprint"] != p_info["state_fingerprint"]):

@@ -22,9 +22,10 @@ the process dies).  A path ending in ``.sqlite``/``.sqlite3``/``.db`` is used as
 Tables (``sqlite3 runs/name/simulations.sqlite .schema`` prints them with comments):
 
 * ``meta(key, value)`` — JSON values: ``kind`` (``simulate`` or ``levels``), ``seed``,
-  ``prior`` (type, repr, fingerprint), ``simulators`` (name, fingerprint, config per level),
-  ``levels`` (target ``n``, ``batch_size`` and seed per level), ``x_event_shape``,
-  ``telescope_version``, ``created``.
+  ``prior`` (type, repr, fingerprint of its draws, state fingerprint of its parameters and density),
+  ``simulators`` (name, fingerprint of the code and captured values, code fingerprint, config per
+  level), ``levels`` (target ``n``, ``batch_size`` and seed per level), ``x_event_shape``,
+  ``telescope_version``, ``created``, ``seed_scheme`` (2: every 64-bit seed has its own stream).
 * ``batches`` — one row per finished batch, keyed ``(level, idx)``: batch ``seed``, ``n``,
   ``n_failed``, wall time ``seconds`` (and ``seconds_low`` for the lower level of a pair),
   and the arrays ``theta``, ``x``, ``x_low`` (level ``l >= 1`` of a ladder: ``G_{l-1}`` on the

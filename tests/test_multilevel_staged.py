@@ -113,7 +113,7 @@ def test_fit_from_a_ladder_and_a_budget_records_the_plan_and_stays_within_budget
     ml = MultilevelNPE(PRIOR, seed=0, **NET).fit(ladder, budget=6000, seed=3, progress_bar=False, max_epochs=30)
     plan = ml.allocation
     assert plan["used"] in ("multilevel", "expensive level alone")
-    assert plan["pilot_cost"] <= 0.15 * 6000 + 1e-9
+    assert plan["pilot_cost"] <= 0.5 * 6000
     if plan["used"] == "multilevel":
         n = plan["n_total"]
         assert n[0] * 1.0 + n[1] * 11.0 <= 6000 * 1.01
@@ -124,7 +124,7 @@ def test_fit_from_a_ladder_and_a_budget_records_the_plan_and_stays_within_budget
 
 def test_budget_and_option_errors_name_the_argument():
     with pytest.raises(ValueError, match="too small for the pilot"):
-        MultilevelNPE(PRIOR).fit(_ladder(), budget=100, progress_bar=False)
+        MultilevelNPE(PRIOR).fit(_ladder(), budget=300, progress_bar=False)
     with pytest.raises(ValueError, match="needs budget="):
         MultilevelNPE(PRIOR).fit(_ladder())
     with pytest.raises(ValueError, match="budget must be a positive number"):

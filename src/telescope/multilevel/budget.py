@@ -4,7 +4,7 @@ r"""Multilevel training from a ladder and a budget: pilot, allocation (Theorem 2
 ``ladder.costs``) as follows:
 
 1. **Pilot.**  A share ``pilot`` of the budget (default 15%) is split evenly, by cost, over the levels
-   and simulated with :func:`telescope.simulate_levels`.  On it, the multilevel network and a network
+   (at least 50 cheap simulations and 20 pairs per level; at most half the budget) and simulated with :func:`telescope.simulate_levels`.  On it, the multilevel network and a network
    trained on the pilot's expensive simulations alone are compared out of sample
    (:mod:`telescope.multilevel.safeguard`): if the multilevel one is not better, the ladder does not pay
    and the rest of the budget goes to the expensive level (a single-level estimator is trained).
@@ -46,9 +46,11 @@ def _sub(store, name: str):
 
 
 def _pilot_sizes(costs: list[float], budget: float, share: float) -> list[int]:
+    """A share of the budget split evenly by cost over the levels, with at least 50 cheap simulations and
+    20 pairs per level (a level's variance and the pilot comparison need them)."""
     L = len(costs) - 1
     pair_cost = [costs[0]] + [costs[l] + costs[l - 1] for l in range(1, L + 1)]
-    return [int(share * budget / (L + 1) // c) for c in pair_cost]
+    return [max(50 if l == 0 else 20, int(share * budget / (L + 1) // c)) for l, c in enumerate(pair_cost)]
 
 
 def _concat(a: list, b: list) -> list:
@@ -74,14 +76,15 @@ def plan_and_fit(ml, ladder: FidelityLadder, budget: float, *, seed: int = 0, st
     m = _pilot_sizes(costs, float(budget), pilot)
     if L < 1:
         raise ValueError("the ladder needs at least two levels for multilevel training")
-    if m[0] < 50 or min(m[1:]) < 20:
-        need = max(50 * costs[0], max(20 * (costs[l] + costs[l - 1]) for l in range(1, L + 1))) * (L + 1) / pilot
-        raise ValueError(f"budget={budget!r} is too small for the pilot run: {pilot:.0%} of it buys n = {m} "
-                         f"(at least 50 cheap simulations and 20 pairs per level are needed); give a budget of at "
-                         f"least {need:.4g} in the ladder's cost units (costs {costs}), or train on simulated levels")
+    pilot_cost = sum(n * c for n, c in zip(m, [costs[0]] + [costs[l] + costs[l - 1] for l in range(1, L + 1)]))
+    if pilot_cost > 0.5 * budget:
+        raise ValueError(f"budget={budget!r} is too small for the pilot run: the smallest pilot (n = {m}: 50 cheap "
+                         f"simulations and 20 pairs per level) costs {pilot_cost:.4g}, more than half of it; give a "
+                         f"budget of at least {2 * pilot_cost:.4g} in the ladder's cost units (costs {costs}), or "
+                         f"train on simulated levels")
     kw = {"progress_bar": progress_bar}
     pilot_levels = simulate_levels(ladder, prior, n=m, seed=seed, store=_sub(store, "pilot"), **kw)
-    spent = sum(n * c for n, c in zip(m, [costs[0]] + [costs[l] + costs[l - 1] for l in range(1, L + 1)]))
+    spent = pilot_cost
     # pilot network: the multilevel fit on the pilot data, without the safeguard
     probe = copy.copy(ml)
     probe.estimator = copy.deepcopy(est)  # untrained: the same architecture and settings

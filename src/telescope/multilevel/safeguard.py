@@ -6,19 +6,23 @@ on the expensive simulations alone depends on the coupling, the allocation and o
 pairs, and cannot be known in advance.  :func:`compare` estimates the difference of the held-out
 high-fidelity loss :math:`\mathbb{E} f^L_{\phi_1} - \mathbb{E} f^L_{\phi_2}` of two networks on held-out
 level data, with the control-variate estimate of :func:`telescope.multilevel.weights.weighted_mean`
-applied to the per-simulation differences (the cheap level makes the comparison more precise than the
-few held-out expensive simulations alone), and its standard error.
+applied to the per-simulation differences, and its standard error.  The coefficients are estimated for
+the differences themselves (:func:`telescope.multilevel.weights.coefficients`, clipped to ``[0, 1]``): where
+the two networks' differences on the cheap and expensive members of the pairs go together, the cheap level
+makes the comparison more precise than the few held-out expensive simulations alone; where they do not
+(a misleading cheap level), the comparison falls back to the expensive members only (``a = 0``).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .levels import Level
-from .weights import weighted_mean
+from .weights import coefficients, weighted_mean
 
 __all__ = ["per_sample_losses", "pair_losses", "compare"]
 
@@ -44,14 +48,15 @@ def pair_losses(est, net: nn.Module, levels: Sequence[Level]) -> list[tuple[Tens
 
 
 def compare(est, net_a: nn.Module, net_b: nn.Module, levels: Sequence[Level],
-            a: Sequence[float] | None = None) -> tuple[float, float]:
+            a: Sequence[float] | str = "auto") -> tuple[float, float]:
     """Held-out high-fidelity loss of ``net_a`` minus that of ``net_b``, and its standard error.
 
     Arguments:
         est: the estimator whose ``_loss_terms`` defines the per-simulation loss.
         net_a, net_b: two trained networks for ``est``.
         levels: held-out level data (not used for training either network's weights).
-        a: control-variate coefficients (default all ones, eq. 2).
+        a: control-variate coefficients, or ``"auto"`` (default): estimated from the differences (with fewer
+            than 5 held-out pairs on a level, 1 there).
 
     Returns:
         ``(difference, standard_error)``: negative when ``net_a`` is better.
@@ -60,4 +65,8 @@ def compare(est, net_a: nn.Module, net_b: nn.Module, levels: Sequence[Level],
           - per_sample_losses(est, net_b, levels[0]["theta"], levels[0]["x"]))
     pa, pb = pair_losses(est, net_a, levels), pair_losses(est, net_b, levels)
     pairs = [(ha - hb, la - lb) for (ha, la), (hb, lb) in zip(pa, pb)]
+    if isinstance(a, str):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a, _ = coefficients(pairs, [d0.numel()] + [p[0].numel() for p in pairs], min_pairs=5)
     return weighted_mean(d0, pairs, a)

@@ -341,7 +341,7 @@ class Multilevel:
             rival.load_state_dict(state)
             train(rival, est._loss, data, val_data=self._groups(va), val_fraction=vf, val_loss_fn=val_fn,
                   val_initial=from_pre, **{**kwargs, "desc": f"safeguard: {name}"})
-            diff, se = compare(est, net, rival, va, a)
+            diff, se = compare(est, net, rival, va)
             out[name] = {"difference": diff, "se": se}
             if diff > best:
                 best, best_net, out["used"] = diff, rival, name

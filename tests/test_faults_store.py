@@ -247,3 +247,39 @@ def test_store_interrupted_while_being_created_is_reused(tmp_path):
     con.close()
     theta, _ = simulate(sim, PRIOR, 10, store=path, progress_bar=False)
     assert torch.equal(load_simulations(path)[0], theta)
+
+
+@pytest.mark.parametrize("cls", ["NPE", "NLE", "NRE", "NPSE"])
+def test_fit_store_trains_every_estimator_from_a_memory_mapped_export(tmp_path, cls):
+    """Issue 20, case 11: training from a store without loading it (minibatches from memory-mapped files)."""
+    import telescope as ts
+    from telescope.store import export_arrays
+
+    store = tmp_path / "s"
+    simulate(sim, PRIOR, 600, batch_size=100, store=store, progress_bar=False)
+    est = getattr(ts, cls)(PRIOR).fit_store(store, max_epochs=2, progress_bar=False)
+    assert est.history["epochs"] == 2 and est.sample(torch.zeros(2), 4, seed=0).shape == (4, 2)
+    theta, x, n_failed = export_arrays(store)
+    ref_theta, ref_x = load_simulations(store)
+    assert n_failed == 0 and torch.equal(theta, ref_theta) and torch.equal(x, ref_x)
+    assert (store / "simulations.sqlite.arrays" / "x0.npy").stat().st_size >= x.numel() * 4  # mapped from here
+
+
+def test_fit_store_follows_the_invalid_policy_and_refreshes_the_export(tmp_path):
+    import telescope as ts
+    from telescope.store import export_arrays
+
+    store = tmp_path / "s"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        simulate(wide, PRIOR, 400, batch_size=100, store=store, progress_bar=False)
+    with pytest.raises(ValueError, match="invalid='drop'"):
+        ts.NLE(PRIOR).fit_store(store, max_epochs=1, progress_bar=False)
+    with pytest.warns(UserWarning, match="dropping"):
+        ts.NPE(PRIOR, transforms=1, hidden=(8,)).fit_store(store, max_epochs=1, progress_bar=False)
+    n_before = export_arrays(store)[0].shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        simulate(wide, PRIOR, 600, batch_size=100, store=store, progress_bar=False)  # the store grows
+    theta, x, n_failed = export_arrays(store)
+    assert theta.shape[0] > n_before and torch.equal(x, load_simulations(store)[1])

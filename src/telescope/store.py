@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Store", "checkpoint", "load_simulations", "store_info"]
+__all__ = ["Store", "checkpoint", "export_arrays", "load_simulations", "store_info"]
 
 SCHEMA_VERSION = 1
 DB_NAME = "simulations.sqlite"
@@ -537,6 +537,65 @@ def _empty(store: Store) -> ValueError:
         f"whose campaign was running or was killed, its latest data may still be in the write-ahead log next to "
         f"the original ({store.file.name}-wal): copy that file too, or run `telescope store checkpoint PATH` on "
         f"the original first")
+
+
+def export_arrays(path, level: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The usable simulations of a ``simulate()`` store as memory-mapped tensors: ``theta (n, d)``, ``x (n, *event)``.
+
+    The rows are written once, batch by batch, to ``theta.npy`` and ``x.npy`` in ``<store file>.arrays/``
+    (float32; failed simulations left out) and mapped read-only-in-effect (copy-on-write) from there, so
+    reading costs one batch of memory and training touches the data through the page cache, which the
+    operating system can reclaim.  The export is reused while the store is unchanged.  Returns
+    ``(theta, x, n_failed)``.  Needs free disk space about the size of the usable data.
+    """
+    with Store(path) as store, _guard(store.file):
+        if not store.meta:
+            raise _empty(store)
+        where = "WHERE level = ?"
+        n_all, n_failed, n_batches, last = store.con.execute(
+            f"SELECT COALESCE(SUM(n), 0), COALESCE(SUM(n_failed), 0), COUNT(*), MAX(finished) FROM batches {where}",
+            (level,)).fetchone()
+        if n_all == 0:
+            raise ValueError(f"store {str(store.path)!r} holds no finished batch of level {level} yet")
+        if n_all == n_failed:
+            raise ValueError(f"all {n_all} simulations of store {str(store.path)!r} failed: nothing to train on")
+        out_dir = store.file.with_name(store.file.name + ".arrays")
+        stamp = {"level": level, "n": n_all, "n_failed": n_failed, "batches": n_batches, "last": last}
+        info = out_dir / f"level{level}.json"
+        f_theta, f_x = out_dir / f"theta{level}.npy", out_dir / f"x{level}.npy"
+        if not (info.exists() and f_theta.exists() and f_x.exists() and json.loads(info.read_text()) == stamp):
+            out_dir.mkdir(exist_ok=True)
+            info.unlink(missing_ok=True)
+            arrays: dict = {}
+            pos = 0
+            q = f"SELECT idx, theta, theta_shape, x, x_shape, ok FROM batches {where} ORDER BY idx"
+            for idx, t, ts, x, xs, ok in store.con.execute(q, (level,)):
+                try:
+                    theta = _array(t, "<f4", json.loads(ts))
+                    xa = _array(x, "<f4", json.loads(xs))
+                    keep = np.frombuffer(ok, "u1").astype(bool)
+                    if not arrays:
+                        n_ok = n_all - n_failed
+                        arrays = {"theta": np.lib.format.open_memmap(f_theta, "w+", np.float32,
+                                                                     (n_ok, *theta.shape[1:])),
+                                  "x": np.lib.format.open_memmap(f_x, "w+", np.float32, (n_ok, *xa.shape[1:]))}
+                    m = int(keep.sum())
+                    arrays["theta"][pos : pos + m] = theta[keep]
+                    arrays["x"][pos : pos + m] = xa[keep]
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"store {str(store.file)!r}: batch {idx} of level {level} is unreadable "
+                                     f"({type(e).__name__}: {e}); was the row edited by hand?") from None
+                pos += m
+            if pos != n_all - n_failed:
+                raise ValueError(f"store {str(store.file)!r}: the ok flags of level {level} count {pos} usable "
+                                 f"simulations, the n_failed columns {n_all - n_failed}; was a row edited by hand?")
+            for a in arrays.values():
+                a.flush()
+            del arrays
+            info.write_text(json.dumps(stamp))
+    theta = torch.from_numpy(np.load(f_theta, mmap_mode="c"))
+    x = torch.from_numpy(np.load(f_x, mmap_mode="c"))
+    return theta, x, int(n_failed)
 
 
 def checkpoint(path) -> dict:

@@ -146,6 +146,54 @@ class Estimator:
         self.history = train(self.net, self._loss, self._data(theta, x), **kwargs)
         return self
 
+    def fit_store(self, store, *, invalid: str | None = None, stats_rows: int = 100_000, **train_kwargs):
+        """Train on the simulations of a :func:`telescope.simulate` store without loading them into memory.
+
+        The usable rows are exported once to memory-mapped ``.npy`` files next to the store
+        (:func:`telescope.store.export_arrays`) and training reads its minibatches from there: the memory
+        it needs does not grow with the number of simulations (the mapped pages are page cache the
+        operating system can reclaim), only an index of 8 bytes per simulation does.  Differences from
+        ``fit(*load_simulations(store))``: the validation split is the last ``val_fraction`` of the rows
+        (rows of a store are iid draws from the prior, in batch order), and the standardisation statistics
+        and input checks use ``stats_rows`` rows drawn at random.  ``invalid`` as for :meth:`fit`.
+
+        Returns ``self``.
+        """
+        from ..store import export_arrays
+
+        _check_train_kwargs(train_kwargs)
+        invalid = self._check_invalid(invalid)
+        theta, x, n_failed = export_arrays(store)
+        n = theta.shape[0]
+        if n_failed:
+            name = type(self).__name__
+            if invalid == "refuse":
+                raise ValueError(f"store {str(store)!r} holds {n_failed} failed simulations (of {n + n_failed}). {name} "
+                                 f"learns from the joint of theta and x: dropping them conditions it on the "
+                                 f"simulation succeeding, which biases the posterior. Pass invalid='drop' to accept "
+                                 f"that, or use NPE")
+            warnings.warn(f"dropping {n_failed} of {n + n_failed} simulations whose x contains NaN or inf",
+                          stacklevel=2)
+        if theta.dim() != 2 or theta.shape[1] != self.dim_theta:
+            raise ValueError(f"the store's theta has shape {tuple(theta.shape)}, expected (n, {self.dim_theta}) for "
+                             f"this prior")
+        seed = self.seed if self.seed is not None else int(torch.randint(2**62, ()).item())
+        g = torch.Generator().manual_seed(int(seed))
+        pick = torch.randperm(n, generator=g)[: check_count("stats_rows", stats_rows, 2)].sort().values
+        sub_theta, sub_x = self._prepare(theta[pick], x[pick], invalid)  # checks (support, finiteness) on a sample
+        self.x_shape = tuple(x.shape[1:])
+        with seeded(int(seed)):
+            self.net = self._build(sub_theta, sub_x).to(self.device)
+        kwargs = {"seed": self.seed, "device": self.device, "desc": f"train {type(self).__name__}",
+                  **self.train_defaults, **train_kwargs}
+        vf = float(kwargs.get("val_fraction", 0.1))
+        n_val = min(max(int(round(vf * n)), 1 if vf > 0 else 0), n - 1)
+        cut = n - n_val
+        self.history = train(self.net, self._loss, self._data(theta[:cut], x[:cut]),
+                             val_data=self._data(theta[cut:], x[cut:]), **kwargs)
+        self._store_val = (theta[cut:], x[cut:])
+        return self
+
     def _trained(self) -> nn.Module:
         if self.net is None:
             raise RuntimeError(f"{type(self).__name__} is not trained yet: call fit(theta, x) first")

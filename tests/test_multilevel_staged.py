@@ -133,3 +133,16 @@ def test_budget_and_option_errors_name_the_argument():
         Multilevel(NPE(PRIOR), weights="optimal")
     with pytest.raises(ValueError, match="safeguard must be"):
         Multilevel(NPE(PRIOR), safeguard="yes")
+
+
+def test_staged_training_runs_for_score_and_ratio_estimators():
+    from telescope.estimators.nre import NRE
+
+    levels = ts.simulate_levels(_ladder(), PRIOR, n=[300, 40], seed=2, progress_bar=False)
+    for est in (ts.NPSE(PRIOR, hidden=(16, 16), embed=8, embed_hidden=(16,)),
+                NRE(PRIOR, K=3, contrastive="prior", width=16, blocks=1)):
+        ml = Multilevel(est).fit(levels, max_epochs=3, batch_size=64, progress_bar=False)
+        rec = ml.history["multilevel"]
+        assert rec["pretrain"]["epochs"] >= 1 and "safeguard" not in rec  # no per-simulation losses: no safeguard
+        assert all(math.isfinite(v) for v in ml.history["train_loss"])
+    assert ml.log_ratio(torch.zeros(2, 1), torch.zeros(2, 2)).shape == (2,)

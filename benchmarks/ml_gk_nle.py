@@ -51,7 +51,8 @@ def train_kwargs(args) -> dict:
 
 def run_ml(task, levels, theta_test, args, adjust: str, seed: int) -> tuple[torch.Tensor, dict]:
     rescale, project = ADJUST[adjust]
-    ml, secs = timed(MultilevelNLE(task.prior, rescale=rescale, project=project, seed=seed, **NET).fit, levels,
+    make = MultilevelNLE(task.prior, rescale=rescale, project=project, staged=False, seed=seed, **NET)
+    ml, secs = timed(make.fit, levels,
                      **train_kwargs(args))
     h = ml.history
     return kld_per_theta(ml, theta_test), {"seconds": secs, "epochs": h["epochs"], "best_epoch": h["best_epoch"],

@@ -44,7 +44,8 @@ def run_ml(task, levels, test, args, adjust: str, seed: int) -> dict:
     kw = train_kwargs(args)
     if getattr(args, "ml_epochs", None):  # the paper's fixed epoch count (best validation weights still kept)
         kw.update(max_epochs=args.ml_epochs, patience=args.ml_epochs)
-    ml, secs = timed(Multilevel(NPE(task.prior, seed=seed, **NET), rescale=rescale, project=project).fit, levels,
+    make = Multilevel(NPE(task.prior, seed=seed, **NET), rescale=rescale, project=project, staged=False)
+    ml, secs = timed(make.fit, levels,
                      **kw)
     return {**evaluate(ml, test, args), "seconds": secs, "epochs": ml.history["epochs"],
             "adjustment": ml.history["multilevel"]["adjustment"]}

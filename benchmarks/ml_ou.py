@@ -56,7 +56,7 @@ def main() -> None:
             levels = ts.simulate_levels(ladder, task.prior, n=[args.n0, n1], seed=100 * r + n1, progress_bar=False)
             fixed = {"max_epochs": args.ml_epochs, "patience": args.ml_epochs} if args.ml_epochs else \
                 {"max_epochs": args.epochs}  # --ml-epochs: the paper's fixed count (best validation weights kept)
-            ml, secs = timed(Multilevel(NPE(task.prior, seed=r, **NET)).fit, levels, **fixed,
+            ml, secs = timed(Multilevel(NPE(task.prior, seed=r, **NET), staged=False).fit, levels, **fixed,
                              lr=args.lr, val_fraction=args.val_fraction, progress_bar=False)
             res["ml"][n1].append({**nlpd_and_coverage(ml, *test, args.coverage, args.samples), "seconds": secs,
                                   "epochs": ml.history["epochs"]})

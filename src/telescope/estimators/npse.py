@@ -53,7 +53,7 @@ from ..nn import fit_standardize
 from ..priors import in_support
 from ..samplers.prior_scores import (DiffusedPrior, LearnedPriorScore, PriorScoreError, diffused_prior,
                                      positive_dims)
-from ..samplers.tall import METHODS, TallSampler, clip_eps, ddim_sample
+from ..samplers.tall import METHODS, PRIOR_KERNELS, TallSampler, auto_settings, clip_eps, ddim_sample, split_check
 from ..utils import check_count, progress
 from .base import Estimator
 
@@ -468,9 +468,12 @@ class NPSE(Estimator):
         return self._fill(draw, n, m, max_time, "sampling")
 
     def sample(self, x, n: int, *, method: str | None = None, steps: int | None = None, sampler: str = "ddim",
-               eta: float | None = None, spacing: str = "uniform", clip: bool = True, seed: int | None = None,
+               eta: float | None = None, spacing: str | None = None, clip: bool = True, seed: int | None = None,
                pilot_samples: int = 256, pilot_steps: int = 50, langevin_steps: int = 5, tau: float = 0.5,
-               prior_term: str = "bridge", max_time: float = 300.0, progress_bar: bool = False) -> Tensor:
+               prior_term: str = "bridge", prior_kernel: str | None = None, corrector_steps: int | None = None,
+               refine_steps: int | None = None, refine_step: float = 0.3, refine_t_min: float | None = None,
+               stop_t: float | None = None, stop_cov: str = "batch", max_time: float = 300.0,
+               progress_bar: bool = False) -> Tensor:
         r"""``n`` posterior samples ``(n, d)`` given one observation or a set of i.i.d. observations.
 
         Arguments:
@@ -479,7 +482,10 @@ class NPSE(Estimator):
                 tall posterior :math:`p(\theta | x_{1:n}) \propto \lambda^{1-n}\prod_j p(\theta | x_j)`
                 (with one observation every method reduces to plain posterior sampling).
             n: number of samples.
-            method: ``"gauss"`` (default for sets), ``"jac"`` or ``"fnpse"`` (:mod:`telescope.samplers.tall`).
+            method: ``"gauss"`` (default for sets), ``"jac"``, ``"fnpse"`` (:mod:`telescope.samplers.tall`)
+                or ``"auto"``: the settings of :func:`telescope.samplers.tall.auto_settings` for the
+                prior's family and ``n_obs`` (GAUSS on a quadratic grid followed by a Langevin
+                refinement); settings given explicitly here override them.
             steps: reverse steps (default 100 for one observation, 50 for GAUSS, 1000 for JAC,
                 400 for F-NPSE).
             sampler, eta: DDIM ``eta`` (``"ddim"``, default :data:`DEFAULT_ETA`),
@@ -490,6 +496,17 @@ class NPSE(Estimator):
             seed: seeds every random draw.
             pilot_samples, pilot_steps: the GAUSS pilot run per observation (one batched DDIM).
             langevin_steps, tau, prior_term: F-NPSE settings.
+            prior_kernel: GAUSS/JAC's prior backward kernel, ``"gaussian"`` (default: moment-matched
+                for a uniform prior) or ``"exact"`` (the flat term, exact for uniform priors,
+                :func:`~telescope.samplers.prior_scores.exact_kernel_prior`).
+            corrector_steps: Langevin corrector steps on the composed score after every GAUSS/JAC
+                step (predictor-corrector; default 0).
+            refine_steps, refine_step, refine_t_min: preconditioned Langevin steps on the composed score
+                at a small time (not below ``refine_t_min``) after GAUSS/JAC
+                (:meth:`~telescope.samplers.tall.TallSampler.refine`; default 0, off).
+            stop_t, stop_cov: stop the reverse path at ``stop_t`` and jump to ``t = 0`` with one draw of the
+                Gaussian backward kernel of the tall posterior (covariance from the ``"batch"`` or the
+                ``"pilot"``; :meth:`~telescope.samplers.tall.TallSampler._kernel_step`); default 0, off.
             max_time: give up (RuntimeError) when ``n`` samples inside the prior support cannot be had in time.
             progress_bar: show progress.
 
@@ -499,8 +516,10 @@ class NPSE(Estimator):
         """
         net = self._trained()
         n = check_count("n", n)
-        if method is not None and method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)} (tall-data samplers), got {method!r}")
+        if method is not None and method not in METHODS + ("auto",):
+            raise ValueError(f"method must be one of {list(METHODS) + ['auto']} (tall-data samplers), got {method!r}")
+        if prior_kernel is not None and prior_kernel not in PRIOR_KERNELS:
+            raise ValueError(f"prior_kernel must be one of {list(PRIOR_KERNELS)}, got {prior_kernel!r}")
         x = torch.as_tensor(x, dtype=torch.float32) if not isinstance(x, Tensor) else x.float()
         if x.dim() > len(self.x_shape or ()) and x.shape[0] == 0:
             event = ", ".join(map(str, self.x_shape or ()))
@@ -508,10 +527,18 @@ class NPSE(Estimator):
                              f"{self.x_shape} or a set (n_obs, {event}) with n_obs >= 1")
         xs = self._check_x(x, "x")
         if xs.shape[0] == 1:
-            return self.sample_batched(xs, n, steps=steps, sampler=sampler, eta=eta, spacing=spacing, clip=clip,
-                                       seed=seed, max_time=max_time, progress_bar=progress_bar)[:, 0]
-        method = method or "gauss"
+            return self.sample_batched(xs, n, steps=steps, sampler=sampler, eta=eta, spacing=spacing or "uniform",
+                                       clip=clip, seed=seed, max_time=max_time, progress_bar=progress_bar)[:, 0]
         prior = self.prior_score()
+        if method == "auto":
+            auto = auto_settings(prior, xs.shape[0])
+            method = auto.pop("method")
+            given = {"steps": steps, "spacing": spacing, "prior_kernel": prior_kernel, "corrector_steps": corrector_steps,
+                     "refine_steps": refine_steps, "refine_t_min": refine_t_min, "stop_t": stop_t}
+            steps, spacing, prior_kernel, corrector_steps, refine_steps, refine_t_min, stop_t = (
+                given[k] if given[k] is not None else auto.get(k) for k in given)
+        method = method or "gauss"
+        spacing = spacing or "uniform"
         gen = self._generator(seed)
         steps = check_count("steps", steps) if steps is not None else None
         if method != "fnpse":
@@ -520,7 +547,10 @@ class NPSE(Estimator):
                          eta=eta, spacing=spacing, pilot_samples=check_count("pilot_samples", pilot_samples, 2),
                          pilot_steps=check_count("pilot_steps", pilot_steps), langevin_steps=langevin_steps, tau=tau,
                          prior_term=prior_term, clip=net.clip_range() if clip else None, generator=gen,
-                         device=self.device, progress_bar=progress_bar)
+                         device=self.device, progress_bar=progress_bar, prior_kernel=prior_kernel or "gaussian",
+                         corrector_steps=corrector_steps or 0, refine_steps=refine_steps or 0, refine_step=refine_step,
+                         stop_t=stop_t or 0.0, stop_cov=stop_cov,
+                         **({"refine_t_min": refine_t_min} if refine_t_min is not None else {}))
         self.sample_info = ts.info
 
         def draw(k: int) -> Tensor:
@@ -528,3 +558,43 @@ class NPSE(Estimator):
 
         with torch.no_grad():
             return self._fill(draw, n, 1, max_time, f"tall sampling ({method})")[:, 0]
+
+    def tall_check(self, x, n: int = 1000, *, method: str = "auto", seed: int | None = 0, sd_tol: float = 1.3,
+                   mean_tol: float = 1.0, warn: bool = True, **sample_kwargs) -> dict:
+        r"""Check tall-posterior samples without a reference: do the halves of ``x`` fit the whole?
+
+        Samples the tall posteriors of all observations and of the even- and odd-indexed halves
+        (``method`` and ``sample_kwargs`` as in :meth:`sample`), and compares the whole with what the
+        halves predict (:func:`telescope.samplers.tall.split_check`, in the working space).  A
+        sampler (or network) whose error grows with ``n`` fails it.  It is a consistency check,
+        not a proof: it assumes roughly Gaussian likelihoods, and where a box binds at the
+        parameter the prediction itself is approximate.
+
+        Arguments:
+            x: ``(n_obs, *x_shape)`` with ``n_obs >= 4``.
+            n: samples per posterior.
+            warn: issue a ``RuntimeWarning`` when the check fails.
+
+        Returns:
+            ``{"sd_ratio_min", "sd_ratio_max", "mean_shift", "ok", "samples"}``; ``samples`` are the
+            ``(n, d)`` samples of the whole set.
+        """
+        net = self._trained()
+        xs = self._check_x(torch.as_tensor(x, dtype=torch.float32), "x")
+        if xs.shape[0] < 4:
+            raise ValueError(f"tall_check needs at least 4 observations, got x of shape {tuple(xs.shape)}")
+        kw = dict(sample_kwargs, method=method)
+        full = self.sample(xs, n, seed=seed, **kw)
+        a = self.sample(xs[0::2], n, seed=None if seed is None else seed + 1, **kw)
+        b = self.sample(xs[1::2], n, seed=None if seed is None else seed + 2, **kw)
+        out = split_check(net.to_working(full), net.to_working(a), net.to_working(b),
+                          None if self.learns_prior else self.prior_score(), sd_tol=sd_tol, mean_tol=mean_tol)
+        if warn and not out["ok"]:
+            warnings.warn(
+                f"NPSE tall_check: the tall posterior of {xs.shape[0]} observations does not fit those of its two "
+                f"halves (standard deviations {out['sd_ratio_min']:.2f}-{out['sd_ratio_max']:.2f} times the predicted "
+                f"ones, mean {out['mean_shift']:.2f} sd from the predicted one); the tall samples are likely off. "
+                f"Try more simulations, another method, or check with fewer observations", RuntimeWarning,
+                stacklevel=2)
+        out["samples"] = full
+        return out

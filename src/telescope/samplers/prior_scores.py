@@ -67,7 +67,7 @@ __all__ = [
 #: What :func:`diffused_prior` understands, for error messages.
 SUPPORTED_PRIORS = ("telescope.Gaussian / torch MultivariateNormal", "telescope.BoxUniform / Independent(Uniform)",
                     "telescope.LogNormal / Independent(LogNormal) (Gaussian after the log transform)",
-                    "Independent(Normal)",
+                    "Independent(Normal)", "telescope.samplers.unconstrained.Logistic (a box prior in logit space)",
                     "telescope.Joint of Normal, Uniform, LogNormal, Gaussian and BoxUniform parts")
 
 
@@ -359,6 +359,10 @@ class LearnedPriorScore(DiffusedPrior):
 # -- recognising priors ------------------------------------------------------------------------
 def _scalar_part(p: Distribution, size: int):
     """(kind, params) of a scalar or independent part, or None."""
+    from .unconstrained import Logistic
+
+    if isinstance(p, Logistic):
+        return "logistic", (p.loc.expand(size), p.scale.expand(size))
     base = p
     while isinstance(base, Independent):  # BoxUniform and telescope's LogNormal are Independent too
         base = base.base_dist
@@ -459,6 +463,11 @@ def diffused_prior(prior: Distribution, loc: Tensor | None = None, scale: Tensor
             raise PriorScoreError(f"coordinates {list(range(sl.start, sl.stop))} are diffused in log space but "
                                   f"their {kind} prior has no closed-form diffused score there; use "
                                   f"transform=None or prior_score='learned'")
+        elif kind == "logistic":  # the uniform box prior in logit space (telescope.samplers.unconstrained)
+            from .unconstrained import DiffusedLogistic
+
+            mu, sc = params
+            parts.append(DiffusedLogistic((mu - m) / s, sc / s))
         elif kind == "gaussian":
             mu, cov = params
             parts.append(DiffusedGaussian((mu - m) / s, cov / (s[:, None] * s[None, :])))

@@ -83,7 +83,7 @@ from ..diffusion import VPSchedule, ddim_step
 from ..utils import progress
 from .prior_scores import DiffusedPrior, exact_kernel_prior
 
-__all__ = ["METHODS", "PRIOR_KERNELS", "SetEps", "paper_eta", "rowwise", "clip_eps", "ddim_sample", "pilot_covariances",
+__all__ = ["METHODS", "PRIOR_KERNELS", "auto_settings", "prior_family", "split_check", "SetEps", "paper_eta", "rowwise", "clip_eps", "ddim_sample", "pilot_covariances",
            "trimmed_covariance", "TallSampler", "sample_tall"]
 
 #: The tall-data methods.
@@ -254,7 +254,8 @@ class TallSampler:
                  generator: torch.Generator | None = None, device=None, chunk_rows: int = 2**16,
                  progress_bar: bool = False, prior_kernel: str = "gaussian", corrector_steps: int = 0,
                  corrector_snr: float = 0.1, refine_steps: int = 0, refine_step: float = 0.3,
-                 refine_noise: float = 0.05, refine_t_min: float = 1e-3, refine_tail: int = 10):
+                 refine_noise: float = 0.05, refine_t_min: float = 1e-3, refine_tail: int = 10,
+                 stop_t: float = 0.0, stop_cov: str = "batch", refine_cap: float = 1.0):
         if method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
         if prior_term not in ("bridge", "diffused"):
@@ -281,6 +282,12 @@ class TallSampler:
         self.refine_steps, self.refine_step, self.refine_noise = int(refine_steps), float(refine_step), \
             float(refine_noise)
         self.refine_t_min, self.refine_tail = float(refine_t_min), check_tail(refine_tail)
+        if not 0.0 <= float(stop_t) < 1.0 or stop_cov not in ("batch", "pilot"):
+            raise ValueError(f"need 0 <= stop_t < 1 and stop_cov 'batch' or 'pilot', got {stop_t!r} and {stop_cov!r}")
+        if method == "fnpse" and float(stop_t) > 0:
+            raise ValueError("stop_t applies to method 'gauss' or 'jac', not 'fnpse'")
+        self.stop_t, self.stop_cov = float(stop_t), stop_cov
+        self.refine_cap = float(refine_cap)
         self.box = _box(prior, self.device)
         self.prior = (exact_kernel_prior(prior) if prior_kernel == "exact" else prior).to(self.device)
         self.dim = prior.dim
@@ -459,6 +466,20 @@ class TallSampler:
             return self._fnpse_chunk(z, bar)
         step_eps = self._gauss_eps if self.method == "gauss" else self._jac_eps
         ts, ab = _grid(self.schedule, self.steps, self.spacing)
+        if self.stop_t > 0:  # the grid on [stop_t, 1]; the last step is the Gaussian backward kernel
+            ts = [self.stop_t + (1.0 - self.stop_t) * t for t in ts]
+            ab = self.schedule.alpha_bar(torch.tensor(ts, dtype=torch.float64)).tolist()
+            for i in range(self.steps - 1):
+                e = step_eps(z, ts[i], ab[i])
+                if self.clip is not None:
+                    e = clip_eps(z, e, ab[i], self.clip)
+                z = ddim_step(z, e, ab[i], ab[i + 1], self.eta, generator=self.generator)
+                if bar is not None:
+                    bar.update(1)
+            z = self._kernel_step(z, ts[-1], ab[-1], step_eps)
+            if bar is not None:
+                bar.update(1)
+            return z
         for i in range(self.steps):
             e = step_eps(z, ts[i], ab[i])
             if self.clip is not None:
@@ -469,6 +490,44 @@ class TallSampler:
             if bar is not None:
                 bar.update(1)
         return z
+
+    def _kernel_step(self, z: Tensor, t: float, abar: float, step_eps) -> Tensor:
+        r"""From time ``t`` to 0 in one draw of the Gaussian backward kernel of the tall posterior.
+
+        :math:`\theta_0 \sim \mathcal{N}(\hat z_0, (M^{-1} + (\alpha/v) I)^{-1})` with :math:`\hat z_0` the
+        Tweedie estimate of the composed noise prediction and :math:`M` the tall covariance: from the
+        batch, :math:`(\mathrm{Cov}(z_t) - vI)/\alpha` (eigenvalues floored at ``0.05 v``) when it has at
+        least ``20 d`` rows, else GAUSS's :math:`C^{-1}`.  Where the prior is a box, draws outside it are
+        redrawn (up to 20 times): the kernel is then the Gaussian truncated to the box, which is what a
+        flat prior term times the box gives.  The network is never evaluated below ``t``.
+        """
+        d = self.dim
+        v = 1.0 - abar
+        eye = torch.eye(d, dtype=torch.float64, device=z.device)
+        e = step_eps(z, t, abar)
+        if self.clip is not None:
+            e = clip_eps(z, e, abar, self.clip)
+        mean = (z - math.sqrt(v) * e) / math.sqrt(abar)
+        fin = z[torch.isfinite(z).all(-1)].double()
+        if fin.shape[0] >= 20 * d and self.stop_cov == "batch":
+            w, u = torch.linalg.eigh(trimmed_covariance(fin.unsqueeze(0))[0])
+            m = _sym((u * ((w - v) / abar).clamp_min(0.05 * v)) @ u.T)
+        elif getattr(self, "c", None) is not None:
+            m = torch.linalg.inv(self.c)
+        else:
+            m = self._preconditioner(mean)
+        back = _sym(torch.linalg.inv(torch.linalg.inv(m) + (abar / v) * eye))
+        lb = torch.linalg.cholesky(back).to(z.dtype)
+        out = mean + torch.randn(mean.shape, generator=self.generator, device=z.device, dtype=z.dtype) @ lb.T
+        if self.box is not None:
+            lo, hi = self.box
+            for _ in range(20):
+                bad = ~((out >= lo) & (out <= hi)).all(-1) & torch.isfinite(mean).all(-1)
+                if not bool(bad.any()):
+                    break
+                out[bad] = mean[bad] + torch.randn(int(bad.sum()), d, generator=self.generator, device=z.device,
+                                                   dtype=z.dtype) @ lb.T
+        return out
 
     def _correct(self, z: Tensor, t: float, abar: float, step_eps) -> Tensor:
         r"""``corrector_steps`` Langevin steps on the composed score at time ``t`` (predictor-corrector).
@@ -539,17 +598,25 @@ class TallSampler:
                                                                       device=z0.device, dtype=z0.dtype)
         lo, hi = (None, None) if self.box is None else (math.sqrt(abar) * self.box[0], math.sqrt(abar) * self.box[1])
         for k in range(self.refine_steps):
-            if k and k % 10 == 0 and zz.shape[0] >= 20 * d:
+            fin = zz[torch.isfinite(zz).all(-1)]
+            if k and k % 10 == 0 and fin.shape[0] >= 20 * d:
                 # adapt: the chain's own covariance at t_c (the diffused tall posterior's, alpha M + v I)
-                w, u = torch.linalg.eigh(trimmed_covariance(zz.double().unsqueeze(0))[0])
+                w, u = torch.linalg.eigh(trimmed_covariance(fin.double().unsqueeze(0))[0])
                 mt64 = _sym((u * w.clamp_min(v)) @ u.T)
-                mt, lt = mt64.to(z0.dtype), torch.linalg.cholesky(mt64).to(z0.dtype)
+                chol, bad = torch.linalg.cholesky_ex(mt64)
+                if int(bad) == 0 and bool(torch.isfinite(chol).all()):
+                    mt, lt = mt64.to(z0.dtype), chol.to(z0.dtype)
             e = step_eps(zz, tc, abar)
             if self.clip is not None:
                 e = clip_eps(zz, e, abar, self.clip)
             score = -e / math.sqrt(v)
             noise = torch.randn(zz.shape, generator=self.generator, device=z0.device, dtype=z0.dtype)
-            zz = zz + delta * score @ mt + math.sqrt(2 * delta - delta * delta) * noise @ lt.T
+            drift = delta * score @ mt
+            # a trust region: the drift is at most refine_cap in the metric of M_t (a wrong composed score
+            # near the box edges, where n network boundary layers must cancel, would throw samples far)
+            wnorm = torch.linalg.solve_triangular(lt.double(), drift.double().T, upper=False).norm(dim=0)
+            drift = drift * (self.refine_cap / wnorm.clamp_min(1e-12)).clamp(max=1.0).to(drift.dtype).unsqueeze(-1)
+            zz = zz + drift + math.sqrt(2 * delta - delta * delta) * noise @ lt.T
             if lo is not None:
                 zz = _reflect(zz, lo, hi)
         # back to t = 0: DDPM steps (eta = 1) with the composed noise prediction on [0, t_c]
@@ -604,6 +671,103 @@ class TallSampler:
             warnings.warn(f"tall sampling with method={self.method!r} diverged for {bad} of {n} samples "
                           f"(non-finite values); use method='gauss' or more steps", RuntimeWarning, stacklevel=2)
         return out
+
+
+def prior_family(prior: DiffusedPrior) -> str:
+    """``"uniform"`` if any part of the diffused prior is a box, ``"gaussian"`` if every part is Gaussian
+    in the working space (Gaussian and LogNormal priors), else ``"learned"``."""
+    from .prior_scores import DiffusedGaussian, DiffusedProduct, DiffusedUniform
+
+    parts = prior.parts if isinstance(prior, DiffusedProduct) else [prior]
+    if any(isinstance(p, DiffusedUniform) for p in parts):
+        return "uniform"
+    if all(isinstance(p, DiffusedGaussian) for p in parts):
+        return "gaussian"
+    return "learned"
+
+
+def auto_settings(prior: DiffusedPrior, n_obs: int) -> dict:
+    r"""The tall sampler ``method="auto"`` uses, by the prior's family (:func:`prior_family`) and ``n_obs``.
+
+    * ``n_obs = 1``: plain single-observation DDIM (there is nothing to compose).
+    * ``"gaussian"`` family (Gaussian priors, and LogNormal ones, Gaussian after NPSE's log
+      transform): GAUSS with the paper's settings.  Its prior backward kernel is exact there, so
+      the remaining errors are the per-observation covariances and the network's.
+    * ``"uniform"`` family (a box in some coordinates): GAUSS with the moment-matched prior kernel
+      and the paper's settings.  Why not the alternatives this module offers: with EXACT
+      single-observation scores, a Langevin refinement at a small time (``refine_steps``) removes
+      GAUSS's composition error almost entirely, but with a trained network it equilibrates to the
+      composed score, in which the network's errors add up over the ``n`` observations (and the ``n``
+      learned boundary layers must cancel against the analytic one), so it made trained-network
+      samples worse; the flat prior kernel (``prior_kernel="exact"``), a finer quadratic grid and
+      predictor-corrector steps were not better than GAUSS either.  JAC and F-NPSE cost far more.
+    * ``"learned"`` prior score: GAUSS.
+
+    The measurements behind these choices are in ``benchmarks/README_tall.md``.
+
+    Returns keyword arguments for :class:`TallSampler` (``method`` included).
+    """
+    if n_obs <= 1:
+        return {"method": "gauss", "steps": None, "spacing": "uniform"}
+    family = prior_family(prior)
+    if family == "gaussian":
+        return {"method": "gauss", "spacing": "uniform", "prior_kernel": "gaussian", "refine_steps": 0}
+    return {"method": "gauss", "spacing": "uniform", "prior_kernel": "gaussian", "refine_steps": 0}
+
+
+def split_check(full: Tensor, half_a: Tensor, half_b: Tensor, prior: DiffusedPrior | None = None, *,
+                sd_tol: float = 1.3, mean_tol: float = 1.0) -> dict:
+    r"""Reference-free consistency check of tall-posterior samples (working space), by splitting the data.
+
+    With Gaussian likelihoods and a Gaussian (or flat) prior term, the posterior of all
+    observations follows from those of two disjoint halves :math:`A, B`:
+    :math:`P = P_A + P_B - P_0` and :math:`P\mu = P_A\mu_A + P_B\mu_B - P_0\mu_0`, with :math:`P_0, \mu_0` the
+    prior's (:func:`~telescope.samplers.prior_scores.exact_kernel_prior`: zero for a box).  By the
+    Bernstein-von Mises theorem this holds approximately for any regular model once the halves
+    are informative.  A sampler whose error grows with ``n`` breaks it: the samples of ``n`` and of
+    ``n / 2`` observations do not fit together.
+
+    Arguments:
+        full, half_a, half_b: ``(k, d)`` samples of the tall posteriors of all, and of each half of,
+            the observations.
+        prior: the diffused prior in the same space (``None``: flat).
+        sd_tol: flag when a standard deviation of ``full`` (along an eigendirection) differs from
+            the predicted one by more than this factor.
+        mean_tol: flag when the mean of ``full`` is further than this many of its standard
+            deviations (Mahalanobis) from the predicted mean.
+
+    Returns:
+        ``{"sd_ratio_min", "sd_ratio_max", "mean_shift", "ok"}`` (``sd_ratio``: observed over predicted).
+    """
+    def stats(s: Tensor):
+        s = s[torch.isfinite(s).all(-1)].double()
+        cov = trimmed_covariance(s.unsqueeze(0))[0]
+        return s.mean(0), torch.linalg.inv(cov)
+
+    d = full.shape[-1]
+    mf, pf = stats(full)
+    ma, pa = stats(half_a)
+    mb, pb = stats(half_b)
+    if prior is not None:
+        flat = exact_kernel_prior(prior)
+        p0 = flat.precision0.double().to(mf.device)
+        b0 = flat.score0(torch.zeros(1, d, dtype=torch.float64, device=mf.device))[0].double()  # P0 mu0
+    else:
+        p0 = torch.zeros(d, d, dtype=torch.float64, device=mf.device)
+        b0 = torch.zeros(d, dtype=torch.float64, device=mf.device)
+    pp = _sym(pa + pb - p0)
+    w, u = torch.linalg.eigh(pp)
+    pp = _sym((u * w.clamp_min(1e-12 * float(w.abs().max()))) @ u.T)
+    mp = torch.linalg.solve(pp, pa @ ma + pb @ mb - b0)
+    # observed over predicted standard deviations: eigenvalues of P_f^{-1/2} P_pred P_f^{-1/2} are (sd_f / sd_pred)^2
+    lf = torch.linalg.cholesky(_sym(pf))
+    li = torch.linalg.inv(lf)
+    r = torch.linalg.eigvalsh(_sym(li @ pp @ li.T)).clamp_min(1e-300).sqrt()
+    diff = mf - mp
+    shift = float(torch.sqrt(diff @ pf @ diff))
+    out = {"sd_ratio_min": float(r.min()), "sd_ratio_max": float(r.max()), "mean_shift": shift}
+    out["ok"] = bool(out["sd_ratio_min"] >= 1 / sd_tol and out["sd_ratio_max"] <= sd_tol and shift <= mean_tol)
+    return out
 
 
 def check_tail(k) -> int:

@@ -469,17 +469,14 @@ class TallSampler:
         if self.stop_t > 0:  # the grid on [stop_t, 1]; the last step is the Gaussian backward kernel
             ts = [self.stop_t + (1.0 - self.stop_t) * t for t in ts]
             ab = self.schedule.alpha_bar(torch.tensor(ts, dtype=torch.float64)).tolist()
-            for i in range(self.steps - 1):
+            for i in range(self.steps):
                 e = step_eps(z, ts[i], ab[i])
                 if self.clip is not None:
                     e = clip_eps(z, e, ab[i], self.clip)
                 z = ddim_step(z, e, ab[i], ab[i + 1], self.eta, generator=self.generator)
                 if bar is not None:
                     bar.update(1)
-            z = self._kernel_step(z, ts[-1], ab[-1], step_eps)
-            if bar is not None:
-                bar.update(1)
-            return z
+            return self._kernel_step(z, ts[-1], ab[-1], step_eps)
         for i in range(self.steps):
             e = step_eps(z, ts[i], ab[i])
             if self.clip is not None:

@@ -29,8 +29,14 @@ Methods, all on the same data within a repeat, at the same total cost
 
     python benchmarks/ml_equal_cost.py --cases gbm --repeats 5
     python benchmarks/ml_equal_cost.py --cases toggle,gk_nle,gk_npe,ou,gbm --repeats 5
+    python benchmarks/ml_equal_cost.py --report runs/multilevel runs/multilevel_ml runs/multilevel_budget
 
-Prints JSON (and writes runs/multilevel/ml_equal_cost_<case>.json after every repeat; a rerun resumes).
+Prints JSON (and writes runs/multilevel/ml_equal_cost_<case>.json after every repeat; a rerun resumes; set
+``TELESCOPE_ML_OUT`` to run methods in parallel processes into separate folders, and ``--report`` merges them).
+``--report`` prints the table (mean and standard error over repeats) and the issue's targets: the default
+``ml`` against the best equal-cost baseline (``high``, ``low``, ``medium``, ``tl``, ``ml_paper``), against the
+pairs alone (cheap simulations must not hurt) and ``ml_budget`` against ``high``; differences of methods
+trained on the same data use the standard error of the paired differences.
 """
 
 from __future__ import annotations
@@ -150,6 +156,55 @@ def stats(v: list[float]) -> dict:
     return {"mean": statistics.mean(v), "se": se, "n": len(v), "values": v}
 
 
+BASELINES = ["high", "low", "medium", "tl", "ml_paper"]
+
+
+def _diff(runs: dict, a: str, b: str, paired: bool = True) -> dict | None:
+    """Mean of ``a - b`` over repeats and its standard error (paired by repeat, or of two independent means)."""
+    ra = {k.split("/")[1]: v["value"] for k, v in runs.items() if k.startswith(a + "/") and v["value"] is not None}
+    rb = {k.split("/")[1]: v["value"] for k, v in runs.items() if k.startswith(b + "/") and v["value"] is not None}
+    common = sorted(set(ra) & set(rb))
+    if len(common) < 2:
+        return None
+    if paired:
+        d = [ra[r] - rb[r] for r in common]
+        return {"mean": statistics.mean(d), "se": statistics.stdev(d) / math.sqrt(len(d)), "n": len(d)}
+    va, vb = [ra[r] for r in common], [rb[r] for r in common]
+    se = math.sqrt(statistics.variance(va) / len(va) + statistics.variance(vb) / len(vb))
+    return {"mean": statistics.mean(va) - statistics.mean(vb), "se": se, "n": len(common)}
+
+
+def report(folders: list[str]) -> dict:
+    """Merge the runs of every case found in ``folders`` and check the targets."""
+    from pathlib import Path
+
+    cases: dict = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("ml_equal_cost_*.json")):
+            d = json.loads(path.read_text())
+            c = cases.setdefault(d["case"], {"n": d["n"], "costs": d["costs"], "budget": d["budget"], "runs": {}})
+            c["runs"].update(d["runs"])
+    out: dict = {}
+    wins = 0
+    for name, c in cases.items():
+        runs = c["runs"]
+        methods = sorted({k.split("/")[0] for k in runs}, key=lambda m: METHODS.index(m) if m in METHODS else 99)
+        table = {m: stats([v["value"] for k, v in runs.items() if k.startswith(m + "/")]) for m in methods}
+        base = {m: t["mean"] for m, t in table.items() if m in BASELINES and t["mean"] is not None}
+        best = min(base, key=base.get) if base else None
+        row = {"n": c["n"], "costs": c["costs"], "budget": c["budget"], "metric": table, "best_baseline": best}
+        if best and table.get("ml", {}).get("mean") is not None:
+            row["ml_minus_best_baseline"] = _diff(runs, "ml", best)
+            row["ml_is_best"] = table["ml"]["mean"] <= base[best]
+            wins += row["ml_is_best"]
+            row["ml_minus_pairs_high"] = _diff(runs, "ml", "pairs_high")
+        if table.get("ml_budget", {}).get("mean") is not None and "high" in table:
+            row["ml_budget_minus_high"] = _diff(runs, "ml_budget", "high", paired=False)
+        out[name] = row
+    out["ml_best_in"] = f"{wins} of {len(cases)}"
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="gbm,ou,gk_npe,gk_nle,toggle")
@@ -157,11 +212,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="ignore earlier results of the same case")
+    p.add_argument("--report", nargs="+", metavar="FOLDER", help="merge the results in these folders and print them")
     args = p.parse_args()
+    if args.report:
+        print(json.dumps(report(args.report), indent=1))
+        return
     set_threads(args.threads)
     warnings.simplefilter("ignore")
     OUT.mkdir(parents=True, exist_ok=True)
-    report = {}
+    results = {}
     for name in args.cases.split(","):
         path = OUT / f"ml_equal_cost_{name}.json"
         done = {} if args.fresh or not path.exists() else json.loads(path.read_text())
@@ -186,8 +245,8 @@ def main() -> None:
                 path.write_text(json.dumps(out, indent=1))
         table = {m: stats([runs[f"{m}/{r}"]["value"] for r in range(args.repeats) if f"{m}/{r}" in runs])
                  for m in args.methods.split(",")}
-        report[name] = {"n": case.n, "costs": case.costs, "budget": case.budget, "metric": table}
-    print(json.dumps(report, indent=1))
+        results[name] = {"n": case.n, "costs": case.costs, "budget": case.budget, "metric": table}
+    print(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

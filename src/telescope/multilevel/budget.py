@@ -57,6 +57,25 @@ def _concat(a: list, b: list) -> list:
     return [tuple(torch.cat([u, v]) for u, v in zip(x, y)) for x, y in zip(a, b)]
 
 
+def _variances(weights, pairs, f0, sizes):
+    """Coefficients ``a`` and the per-level variances of the weighted loss, ``Var f^L`` (the pilot's losses)."""
+    L = len(pairs)
+    info: dict = {"correlations": None}
+    if weights == "auto":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a, info = coefficients(pairs, sizes)
+    elif isinstance(weights, (list, tuple)):
+        a = [float(c) for c in weights]
+    else:
+        a = [1.0] * L
+    coef = list(a) + [1.0]
+    V = [coef[0] ** 2 * float(f0.double().var())]
+    V += [float((coef[l] * pairs[l - 1][0].double() - coef[l - 1] * pairs[l - 1][1].double()).var())
+          for l in range(1, L + 1)]
+    return a, info, V, float(pairs[-1][0].double().var())
+
+
 def plan_and_fit(ml, ladder: FidelityLadder, budget: float, *, seed: int = 0, store=None, pilot: float = 0.15,
                  progress_bar: bool = True, **train_kwargs: Any):
     """Pilot, allocate, simulate and train (see the module docstring); returns ``ml``."""
@@ -96,20 +115,7 @@ def plan_and_fit(ml, ladder: FidelityLadder, budget: float, *, seed: int = 0, st
     lv = as_levels(pilot_levels, est.dim_theta, warn_order=False)
     pairs = pair_losses(probe.estimator, probe.estimator.net, lv)
     f0 = per_sample_losses(probe.estimator, probe.estimator.net, lv[0]["theta"], lv[0]["x"])
-    info: dict = {"correlations": None}
-    if ml.weights == "auto":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            a, info = coefficients(pairs, [level.n for level in lv])
-    elif isinstance(ml.weights, (list, tuple)):
-        a = [float(c) for c in ml.weights]
-    else:
-        a = [1.0] * L
-    coef = list(a) + [1.0]
-    V = [coef[0] ** 2 * float(f0.double().var())]
-    V += [float((coef[l] * pairs[l - 1][0].double() - coef[l - 1] * pairs[l - 1][1].double()).var())
-          for l in range(1, L + 1)]
-    mc = float(pairs[-1][0].double().var())
+    a, info, V, mc = _variances(ml.weights, pairs, f0, [level.n for level in lv])
     rest = float(budget) - spent
     alloc = allocate(costs, V, float(budget), mc_variance=mc)  # Theorem 2 for the whole budget
     pays = duel.get("difference") is not None and duel["difference"] < 0

@@ -251,7 +251,7 @@ def test_uncoupled_pairs_warn():
     levels = _levels(n=(200, 100))
     th, hi, _ = levels[1]
     independent = th + torch.randn(hi.shape, generator=torch.Generator().manual_seed(5))  # not seed-matched
-    with pytest.warns(UserWarning, match="uncorrelated"):
+    with pytest.warns(UserWarning, match=r"weakly or negatively correlated \(measured correlation"):
         MultilevelNLE(PRIOR, transforms=1, hidden=(8,)).fit([levels[0], (th, hi - th, independent - th)],
                                                             max_epochs=1, progress_bar=False)
 

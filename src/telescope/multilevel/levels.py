@@ -206,10 +206,12 @@ def check_coupling(levels: Sequence[Level], min_correlation: float = 0.1, stackl
     weak = [(l + 1, c) for l, c in enumerate(corr) if c == c and c < min_correlation]
     if weak:
         desc = ", ".join(f"level {l}: {c:.3f}" for l, c in weak)
-        warnings.warn(f"the seed-matched pairs are nearly uncorrelated ({desc}; threshold {min_correlation}): "
-                      f"the correction terms f^l - f^(l-1) then have no smaller variance than f^l itself and "
-                      f"multilevel training cannot help. Check that both members of each pair are simulated "
-                      f"with the same noise (seed matching)", UserWarning, stacklevel=stacklevel)
+        warnings.warn(f"the seed-matched pairs are weakly or negatively correlated (measured correlation of x "
+                      f"between the pairs' members: {desc}; threshold {min_correlation}): the correction terms "
+                      f"f^l - f^(l-1) then have no smaller variance than f^l itself and the multilevel loss cannot "
+                      f"help (the safeguard compares the result with the expensive level alone). Check that both "
+                      f"members of each pair are simulated with the same noise (seed matching)", UserWarning,
+                      stacklevel=stacklevel)
     return corr
 
 

@@ -38,7 +38,7 @@ simulations — NLE, NPE, and equally ratio (NRE) or score (NPSE) estimators, wh
   over the batch divided by its *expected* batch size, so the epoch's gradient is exactly the
   gradient of eq. (2) whatever the batch sizes.
 * **Checks.**  Pairs whose parameters differ, levels whose ``x`` shapes differ, levels without any
-  valid simulation: errors.  ``n_l`` not decreasing, nearly uncorrelated pairs: warnings.
+  valid simulation: errors.  ``n_l`` not decreasing, weakly or negatively correlated pairs: warnings.
   Failed simulations (NaN/inf, in either member of a pair) are dropped with a warning.
 
 Example:

@@ -96,7 +96,7 @@ def test_safeguard_falls_back_when_the_cheap_level_misleads(test_set):
     def wrong(theta, u):  # coupled to the noise but with the opposite dependence on theta
         return torch.cat([-theta + 0.3 * u[:, :1], 4.0 - theta.pow(2) + 0.3 * u[:, 1:]], -1)
 
-    levels = ts.simulate_levels(_ladder(wrong), PRIOR, n=[1500, 100], seed=1, progress_bar=False)
+    levels = ts.simulate_levels(_ladder(wrong), PRIOR, n=[1500, 150], seed=1, progress_bar=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ml = MultilevelNPE(PRIOR, seed=0, **NET).fit(levels, progress_bar=False, max_epochs=80)

@@ -147,6 +147,9 @@ class Multilevel:
     (e.g. NRE's mutual-information bounds) are not computed.
     """
 
+    #: standard errors by which a rival must beat the multilevel network before the safeguard switches to it
+    switch_se: float = 1.0
+
     #: train() settings for multilevel fits (over the estimator's own defaults); fit(**kwargs) overrides
     train_defaults: dict[str, Any] = {}
 
@@ -325,8 +328,9 @@ class Multilevel:
           Krouglova et al. 2025), validated like the multilevel fine-tuning.
 
         Each difference of held-out loss (:func:`telescope.multilevel.safeguard.compare`) is recorded; with
-        ``safeguard="fallback"`` the network with the lowest estimate is kept, and a warning says when that is
-        not the multilevel one.
+        ``safeguard="fallback"`` a rival replaces the multilevel network when its held-out loss is lower by more
+        than ``switch_se`` standard errors of the difference (with a handful of held-out pairs the comparison is
+        noisy, and switching on noise loses more than it saves), and a warning says so.
         """
         est = self.estimator
         top = tr[-1]
@@ -343,7 +347,7 @@ class Multilevel:
                   val_initial=from_pre, **{**kwargs, "desc": f"safeguard: {name}"})
             diff, se = compare(est, net, rival, va)
             out[name] = {"difference": diff, "se": se}
-            if diff > best:
+            if diff > best and diff > self.switch_se * se:  # only a clear win replaces the multilevel network
                 best, best_net, out["used"] = diff, rival, name
         # backwards-compatible summary: the comparison with the expensive level alone
         out["difference"], out["se"] = out["expensive level alone"]["difference"], out["expensive level alone"]["se"]

@@ -109,6 +109,7 @@ def main() -> None:
                                         if k in ("weights", "pretrain", "safeguard", "n_val")}
                 out["staged_best_epoch"] = ml.history["best_epoch"]
             print(name, v, out["metric"][v], flush=True)
+            (OUT / f"ml_diagnosis_{name}.json").write_text(json.dumps(out, indent=1))
         theta, x = ts.simulate(case.ladder[0], case.prior, int(case.budget // case.costs[0]), seed=50_000,
                                progress_bar=False)
         est = case.make(0)

@@ -321,6 +321,28 @@ def self_checks(problem, est, x, k, seed):
     return out
 
 
+def timing(problems, n=32, k=1000, repeats=3, seed=0):
+    """Seconds of GAUSS and auto at ``n``, alternated in one process (min over repeats): the noise-robust ratio."""
+    rows = []
+    for pname in problems:
+        problem = PROBLEMS[pname]()
+        est = network(problem)
+        x = problem.observations()[:n]
+        best = {"gauss": math.inf, "auto": math.inf}
+        for _ in range(repeats):
+            for name in best:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t0 = time.perf_counter()
+                    est.sample(x, k, seed=seed, **SAMPLERS[name])
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        row = {"problem": pname, "n": n, "timing": "min over repeats", "gauss_s": round(best["gauss"], 2),
+               "auto_s": round(best["auto"], 2), "ratio": round(best["auto"] / best["gauss"], 2)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
@@ -330,12 +352,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-oracle", action="store_true")
     ap.add_argument("--no-check", action="store_true", help="skip the reference-free split checks")
     ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--timing", action="store_true", help="only time gauss against auto at the largest n")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.train_only:
         for p in args.problems:
             network(PROBLEMS[p]())
+        return 0
+    if args.timing:
+        print(json.dumps({"table": timing(args.problems, max(args.n), k=args.samples)}))
         return 0
     rows = run(args.problems, args.samplers, args.n, k=args.samples, oracle=not args.no_oracle,
                check=not args.no_check)

@@ -96,6 +96,7 @@ def test_prior_family_and_auto_settings():
     for p in (box, gauss):
         assert auto_settings(p, 1)["method"] == "gauss"
         assert auto_settings(p, 32)["method"] == "gauss"
+    assert auto_settings(box, 32)["pilot_samples"] == 1024 and "pilot_samples" not in auto_settings(gauss, 32)
 
 
 def test_new_options_are_validated():

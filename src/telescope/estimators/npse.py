@@ -469,7 +469,7 @@ class NPSE(Estimator):
 
     def sample(self, x, n: int, *, method: str | None = None, steps: int | None = None, sampler: str = "ddim",
                eta: float | None = None, spacing: str | None = None, clip: bool = True, seed: int | None = None,
-               pilot_samples: int = 256, pilot_steps: int = 50, langevin_steps: int = 5, tau: float = 0.5,
+               pilot_samples: int | None = None, pilot_steps: int = 50, langevin_steps: int = 5, tau: float = 0.5,
                prior_term: str = "bridge", prior_kernel: str | None = None, corrector_steps: int | None = None,
                refine_steps: int | None = None, refine_step: float = 0.3, refine_t_min: float | None = None,
                stop_t: float | None = None, stop_cov: str = "batch", max_time: float = 300.0,
@@ -494,7 +494,8 @@ class NPSE(Estimator):
             clip: clamp denoised estimates (F-NPSE: states) to the widened training range of the
                 standardised parameters (:meth:`sample_batched`); ``False`` is the paper's unclipped sampler.
             seed: seeds every random draw.
-            pilot_samples, pilot_steps: the GAUSS pilot run per observation (one batched DDIM).
+            pilot_samples, pilot_steps: the GAUSS pilot run per observation (one batched DDIM); default
+                256 samples (1024 with ``method="auto"`` and a box prior) and 50 steps.
             langevin_steps, tau, prior_term: F-NPSE settings.
             prior_kernel: GAUSS/JAC's prior backward kernel, ``"gaussian"`` (default: moment-matched
                 for a uniform prior) or ``"exact"`` (the flat term, exact for uniform priors,
@@ -534,11 +535,13 @@ class NPSE(Estimator):
             auto = auto_settings(prior, xs.shape[0])
             method = auto.pop("method")
             given = {"steps": steps, "spacing": spacing, "prior_kernel": prior_kernel, "corrector_steps": corrector_steps,
-                     "refine_steps": refine_steps, "refine_t_min": refine_t_min, "stop_t": stop_t}
-            steps, spacing, prior_kernel, corrector_steps, refine_steps, refine_t_min, stop_t = (
+                     "refine_steps": refine_steps, "refine_t_min": refine_t_min, "stop_t": stop_t,
+                     "pilot_samples": pilot_samples}
+            steps, spacing, prior_kernel, corrector_steps, refine_steps, refine_t_min, stop_t, pilot_samples = (
                 given[k] if given[k] is not None else auto.get(k) for k in given)
         method = method or "gauss"
         spacing = spacing or "uniform"
+        pilot_samples = 256 if pilot_samples is None else pilot_samples
         gen = self._generator(seed)
         steps = check_count("steps", steps) if steps is not None else None
         if method != "fnpse":

@@ -562,8 +562,8 @@ class NPSE(Estimator):
         with torch.no_grad():
             return self._fill(draw, n, 1, max_time, f"tall sampling ({method})")[:, 0]
 
-    def tall_check(self, x, n: int = 1000, *, method: str = "auto", seed: int | None = 0, sd_tol: float = 1.3,
-                   mean_tol: float = 1.0, warn: bool = True, **sample_kwargs) -> dict:
+    def tall_check(self, x, n: int = 1000, *, method: str = "auto", seed: int | None = 0, sd_tol: float = 1.15,
+                   mean_tol: float = 0.3, warn: bool = True, **sample_kwargs) -> dict:
         r"""Check tall-posterior samples without a reference: do the halves of ``x`` fit the whole?
 
         Samples the tall posteriors of all observations and of the even- and odd-indexed halves

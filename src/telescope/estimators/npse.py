@@ -484,8 +484,8 @@ class NPSE(Estimator):
             n: number of samples.
             method: ``"gauss"`` (default for sets), ``"jac"``, ``"fnpse"`` (:mod:`telescope.samplers.tall`)
                 or ``"auto"``: the settings of :func:`telescope.samplers.tall.auto_settings` for the
-                prior's family and ``n_obs`` (GAUSS on a quadratic grid followed by a Langevin
-                refinement); settings given explicitly here override them.
+                prior's family and ``n_obs`` (at present GAUSS, with a 1024-sample pilot for box priors);
+                settings given explicitly here override them.
             steps: reverse steps (default 100 for one observation, 50 for GAUSS, 1000 for JAC,
                 400 for F-NPSE).
             sampler, eta: DDIM ``eta`` (``"ddim"``, default :data:`DEFAULT_ETA`),
@@ -531,7 +531,8 @@ class NPSE(Estimator):
             return self.sample_batched(xs, n, steps=steps, sampler=sampler, eta=eta, spacing=spacing or "uniform",
                                        clip=clip, seed=seed, max_time=max_time, progress_bar=progress_bar)[:, 0]
         prior = self.prior_score()
-        if method == "auto":
+        chose_auto = method == "auto"
+        if chose_auto:
             auto = auto_settings(prior, xs.shape[0])
             method = auto.pop("method")
             given = {"steps": steps, "spacing": spacing, "prior_kernel": prior_kernel, "corrector_steps": corrector_steps,
@@ -555,6 +556,8 @@ class NPSE(Estimator):
                          stop_t=stop_t or 0.0, stop_cov=stop_cov,
                          **({"refine_t_min": refine_t_min} if refine_t_min is not None else {}))
         self.sample_info = ts.info
+        if chose_auto:
+            self.sample_info["auto"] = True
 
         def draw(k: int) -> Tensor:
             return net.from_working(ts.sample(k)).unsqueeze(1)

@@ -110,7 +110,7 @@ def test_bad_inputs_are_explained(trained):
         est.sample(torch.zeros(5, 3), 10)
     with pytest.raises(ValueError, match="no observations"):
         est.sample(torch.zeros(0, 2), 10)
-    with pytest.raises(ValueError, match=r"method must be one of \['gauss', 'jac', 'fnpse'\]"):
+    with pytest.raises(ValueError, match=r"method must be one of \['gauss', 'jac', 'fnpse', 'auto'\]"):
         est.sample(X_SET, 10, method="langevin")
     with pytest.raises(ValueError, match="NaN"):
         est.sample(torch.tensor([[0.0, float("nan")], [0.0, 0.0]]), 10)

@@ -280,7 +280,7 @@ class Multilevel:
                         **{**kwargs, "lr": kwargs.get("lr", 1e-3) * self.finetune_lr})
         record["adjustment"] = self.adjustment.stats if self.adjustment is not None else None
         if self.safeguard and per_sample:
-            record["safeguard"] = self._safeguard(net, init, pre, tr, va, a, kwargs, vf, val_fn)
+            record["safeguard"] = self._safeguard(net, init, pre, tr, va, kwargs, vf)
         record.update(rescale=self.rescale, project=self.project)
         history["multilevel"] = record
         est.history = history
@@ -320,8 +320,11 @@ class Multilevel:
             return torch.tensor(value + c * se)
         return val_fn
 
-    def _safeguard(self, net, init, pre, tr, va, a, kwargs, vf, val_fn) -> dict:
+    def _safeguard(self, net, init, pre, tr, va, kwargs, vf) -> dict:
         """Compare the multilevel network out of sample with two alternatives trained on the same split.
+
+        The alternatives are trained and stopped on the top level's expensive members only (training and
+        held-out), as a single-level fit would be.
 
         * ``"expensive level alone"``: the network trained from scratch on the top level's expensive members;
         * ``"transfer"`` (with pre-training): the pre-trained network fine-tuned on those members alone (TL,
@@ -339,27 +342,32 @@ class Multilevel:
         if self.pretrain:
             rivals["transfer"] = (pre, True)
         out: dict[str, Any] = {"used": "multilevel"}
-        best, best_net = 0.0, None
+        best, best_net, worse = 0.0, None, []
         for name, (state, from_pre) in rivals.items():
             rival = copy.deepcopy(net)
             rival.load_state_dict(state)
-            train(rival, est._loss, data, val_data=self._groups(va), val_fraction=vf, val_loss_fn=val_fn,
+            # validated like a single-level fit: on the held-out expensive members (the multilevel estimate of
+            # the held-out loss mixes in cheap simulations that a network trained without them fits badly)
+            train(rival, est._loss, data, val_data=est._data(va[-1]["theta"], va[-1]["x"]), val_fraction=vf,
                   val_initial=from_pre, **{**kwargs, "desc": f"safeguard: {name}"})
             diff, se = compare(est, net, rival, va)
             out[name] = {"difference": diff, "se": se}
+            if diff > 0:
+                worse.append(f"'{name}' lower by {diff:.4f} (standard error {se:.4f})")
             if diff > best and diff > self.switch_se * se:  # only a clear win replaces the multilevel network
                 best, best_net, out["used"] = diff, rival, name
         # backwards-compatible summary: the comparison with the expensive level alone
         out["difference"], out["se"] = out["expensive level alone"]["difference"], out["expensive level alone"]["se"]
-        if best_net is not None:
-            msg = (f"the multilevel estimator is not the best on held-out data: the network trained by "
-                   f"'{out['used']}' on the {top.n} expensive simulations of the top level has a held-out loss "
-                   f"lower by {best:.4f} (standard error {out[out['used']]['se']:.4f})")
-            if self.safeguard == "fallback":
+        if worse:
+            msg = (f"the multilevel estimator is not the best on held-out data: networks trained on the {top.n} "
+                   f"expensive simulations of the top level have a held-out loss {', '.join(worse)}")
+            if best_net is not None and self.safeguard == "fallback":
                 net.load_state_dict(best_net.state_dict())
-                msg += "; using that network instead (safeguard='warn' keeps the multilevel one)"
+                msg += f"; using the '{out['used']}' network instead (safeguard='warn' keeps the multilevel one)"
             else:
                 out["used"] = "multilevel"
+                msg += (f"; keeping the multilevel network, since no difference exceeds {self.switch_se:g} standard "
+                        f"error(s)" if self.safeguard == "fallback" else "")
             warnings.warn(msg, UserWarning, stacklevel=4)
         return out
 

@@ -254,11 +254,10 @@ class Multilevel:
         tr, va = list(tr), list(va)
         record: dict[str, Any] = {"n": [level.n for level in lv], "n_train": [level.n for level in tr],
                                   "n_val": [level.n for level in va], "pair_correlations": correlations}
-        quiet = {**kwargs, "progress_bar": kwargs.get("progress_bar", True)}
         init = copy.deepcopy(net.state_dict())
         if self.pretrain:
             h = train(net, est._loss, est._data(*cheap(tr)), val_data=est._data(*cheap(va)), val_fraction=vf,
-                      **{**quiet, "desc": f"pre-train ML-{type(est).__name__} on level 0"})
+                      **{**kwargs, "desc": f"pre-train ML-{type(est).__name__} on level 0"})
             record["pretrain"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"], "seconds": h["seconds"]}
         pre = copy.deepcopy(net.state_dict())
         a = [1.0] * L

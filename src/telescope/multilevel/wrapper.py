@@ -96,6 +96,12 @@ def _split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
     return n - n_val, n_val
 
 
+def _members(group: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The ``(high, low)`` member batches of a pair group built by :meth:`Multilevel._groups`."""
+    return ({k[3:]: v for k, v in group.items() if k.startswith("hi/")},
+            {k[3:]: v for k, v in group.items() if k.startswith("lo/")})
+
+
 class _LevelWeights:
     """Weights ``1 / E[rows per step]`` of each level's summed loss in a training or validation pass.
 
@@ -292,8 +298,7 @@ class Multilevel:
         def loss_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
             batches: list[Any] = [batch[0]]
             for g in batch[1:]:
-                batches.append(({k[3:]: v for k, v in g.items() if k.startswith("hi/")},
-                                {k[3:]: v for k, v in g.items() if k.startswith("lo/")}))
+                batches.append(_members(g))
             fn = (lambda b: est._loss_terms(module, b)) if per_sample else (lambda b: est._loss(module, b))
             rows = [next(iter(g.values())).shape[0] for g in batch]
             big = max(range(len(lv_sizes)), key=lambda i: lv_sizes[i])
@@ -312,9 +317,7 @@ class Multilevel:
 
         def val_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> Tensor:
             f0 = est._loss_terms(module, batch[0])
-            pairs = [(est._loss_terms(module, {k[3:]: v for k, v in g.items() if k.startswith("hi/")}),
-                      est._loss_terms(module, {k[3:]: v for k, v in g.items() if k.startswith("lo/")}))
-                     for g in batch[1:]]
+            pairs = [tuple(est._loss_terms(module, m) for m in _members(g)) for g in batch[1:]]
             value, se = weighted_mean(f0, pairs, a)
             return torch.tensor(value + c * se)
         return val_fn
@@ -379,8 +382,7 @@ class Multilevel:
         def loss_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
             batches: list[Any] = [batch[0]]
             for g in batch[1:]:
-                batches.append(({k[3:]: v for k, v in g.items() if k.startswith("hi/")},
-                                {k[3:]: v for k, v in g.items() if k.startswith("lo/")}))
+                batches.append(_members(g))
             if per_sample:
                 fn = lambda b: est._loss_terms(module, b)  # noqa: E731
             else:

@@ -10,7 +10,7 @@ from telescope.estimators import NLE, NPE
 from telescope.multilevel import (GradientAdjustment, Multilevel, MultilevelNLE, MultilevelNPE, TLNPE,
                                   adjust_gradients, allocate, as_levels, level_variances, mlmc_loss, mlmc_terms,
                                   pooled)
-from telescope.tasks.g_and_k_ladder import erfinv_taylor, gk_ladder, gk_summaries, low_fidelity_normal_quantile
+from telescope.tasks.g_and_k.ladder import erfinv_taylor, gk_ladder, gk_summaries, low_fidelity_normal_quantile
 from telescope.tasks.ou import OrnsteinUhlenbeck
 from telescope.tasks.toggle_switch import ToggleSwitch, toggle_switch, truncated_normal
 
@@ -117,7 +117,7 @@ def test_generic_path_replays_the_loss_randomness_for_both_members():
 
 def test_shared_standardisation_is_one_pooled_statistic():
     levels = _levels(n=(500, 60), scales=(3.0, 1.0))
-    ml = MultilevelNLE(PRIOR, transforms=1, hidden=(8,)).fit(levels, max_epochs=1, progress_bar=False)
+    ml = MultilevelNLE(PRIOR, transforms=1, hidden=(8,), ensemble=False).fit(levels, max_epochs=1, progress_bar=False)
     x_all = torch.cat([levels[0][1], levels[1][1], levels[1][2]])
     y_std = ml.net.y_std  # NLE models x: one statistic for every level's x
     assert torch.allclose(y_std.mean, x_all.mean(0), atol=1e-5)
@@ -263,7 +263,7 @@ def test_uncoupled_pairs_warn():
 @pytest.mark.parametrize("make", ["g_and_k", "ou", "toggle_switch"])
 def test_ladders_share_noise(make):
     if make == "g_and_k":
-        from telescope.tasks.g_and_k_ladder import _Level
+        from telescope.tasks.g_and_k.ladder import _Level
 
         base = gk_ladder(n_draws=5)
         same = ts.FidelityLadder([ts.Simulator(_Level("high", 1.0, False), noise=base.noise, name="a"),

@@ -21,8 +21,15 @@ validation estimate on a handful of held-out pairs is so noisy that early stoppi
    network itself as the first candidate, so fine-tuning that does not help is undone;
 5. a **safeguard** (:meth:`_safeguard`): the same network trained on the top level's expensive
    simulations alone, and fine-tuned on them from the pre-trained weights, are compared out of sample
-   (:mod:`telescope.multilevel.safeguard`); the best is kept (``safeguard="fallback"``) with a warning
-   when it is not the multilevel one, so cheap simulations do not make the estimator worse.
+   (:mod:`telescope.multilevel.safeguard`), with a warning and the numbers when the multilevel one is not
+   the best;
+6. an **ensemble** (``ensemble=True``, NPE and NLE): the estimator's network becomes the mixture of the
+   three networks, with weights stacked on the held-out expensive simulations
+   (:mod:`telescope.multilevel.ensemble`).  Each network over-fits the few expensive simulations
+   differently, and the mixture's held-out loss is below the weighted mean of theirs; where the cheap
+   level misleads, the weights move to the networks trained on expensive simulations, so cheap
+   simulations do not make the estimator worse.  With ``ensemble=False`` the safeguard instead switches
+   to a rival that wins by more than ``switch_se`` standard errors (``safeguard="fallback"``).
 
 ``staged=False`` is paper 1's procedure exactly (eq. 2 from scratch, the split and early stopping of
 :func:`telescope.train.train`).  :class:`MultilevelNLE` and :class:`MultilevelNPE` are the paper's
@@ -76,14 +83,15 @@ from .adjust import GradientAdjustment
 from .budget import plan_and_fit
 from .levels import Level, as_levels, check_coupling, cheap, pooled, split_level
 from .loss import mlmc_terms
-from .safeguard import compare, pair_losses
+from .ensemble import Mixture, stack
+from .safeguard import compare, pair_losses, per_sample_losses
 from .weights import coefficients, weighted_mean
 
 __all__ = ["Multilevel", "MultilevelNLE", "MultilevelNPE"]
 
 #: keyword arguments of :class:`Multilevel` (the rest go to the wrapped estimator)
 _ML_OPTIONS = ("rescale", "project", "eps", "min_correlation", "pretrain", "weights", "safeguard", "staged",
-                "val_se", "finetune_lr")
+                "val_se", "finetune_lr", "ensemble")
 
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train).parameters.items()
                    if v.default is not inspect.Parameter.empty}
@@ -133,11 +141,14 @@ class Multilevel:
         pretrain: pre-train on the cheap level before the multilevel fine-tuning (staged training).
         weights: ``"mlmc"`` (eq. 2, default), ``"auto"`` (control-variate coefficients estimated from the
             pairs at the pre-trained network) or a list ``[a_0, ..., a_(L-1)]``.
-        safeguard: ``"fallback"`` (keep the best of the multilevel, transfer and expensive-only networks on
-            held-out data), ``"warn"`` (compare and warn only) or ``False``.
+        safeguard: ``"fallback"`` (train the transfer and expensive-only networks, compare them with the
+            multilevel one on held-out data and warn; without ``ensemble``, keep the best), ``"warn"`` (compare
+            and warn only) or ``False`` (neither, and no ensemble).
         staged: ``False`` for paper 1's training (no pre-training, split and stopping inside ``train``).
         val_se: standard errors added to the held-out multilevel loss in the stopping criterion.
         finetune_lr: factor on the learning rate of the fine-tuning stage.
+        ensemble: with the safeguard's networks trained (NPE, NLE), end with their stacked mixture
+            (:mod:`telescope.multilevel.ensemble`) instead of one network.
 
     After :meth:`fit`, attributes and methods of the estimator (``sample``, ``log_prob``, ``net``,
     ``history``, ...) are reached through the wrapper; ``history["multilevel"]`` records the level
@@ -161,7 +172,7 @@ class Multilevel:
 
     def __init__(self, estimator: Estimator, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
                  min_correlation: float = 0.1, pretrain: bool = True, weights="mlmc", safeguard="fallback",
-                 staged: bool = True, val_se: float = 1.0, finetune_lr: float = 1.0):
+                 staged: bool = True, val_se: float = 1.0, finetune_lr: float = 1.0, ensemble: bool = True):
         if isinstance(estimator, type):
             raise TypeError(f"estimator must be an estimator instance such as {estimator.__name__}(prior), "
                             f"got the class {estimator.__name__}")
@@ -179,7 +190,7 @@ class Multilevel:
         if safeguard not in (False, "warn", "fallback"):
             raise ValueError(f"safeguard must be 'fallback', 'warn' or False, got {safeguard!r}")
         self.pretrain, self.weights, self.safeguard, self.staged = bool(pretrain), weights, safeguard, bool(staged)
-        self.val_se, self.finetune_lr = float(val_se), float(finetune_lr)
+        self.val_se, self.finetune_lr, self.ensemble = float(val_se), float(finetune_lr), bool(ensemble)
         self.allocation: dict | None = None
         self.adjustment: GradientAdjustment | None = None
 
@@ -258,6 +269,7 @@ class Multilevel:
         gen = torch.Generator().manual_seed(int(seed))
         tr, va = zip(*(split_level(level, vf, gen) for level in lv))
         tr, va = list(tr), list(va)
+        self._held_out = va  # the validation split, for diagnostics (benchmarks/ml_ensemble.py)
         record: dict[str, Any] = {"n": [level.n for level in lv], "n_train": [level.n for level in tr],
                                   "n_val": [level.n for level in va], "pair_correlations": correlations}
         init = copy.deepcopy(net.state_dict())
@@ -285,7 +297,10 @@ class Multilevel:
                         **{**kwargs, "lr": kwargs.get("lr", 1e-3) * self.finetune_lr})
         record["adjustment"] = self.adjustment.stats if self.adjustment is not None else None
         if self.safeguard and per_sample:
-            record["safeguard"] = self._safeguard(net, init, pre, tr, va, kwargs, vf)
+            mix = self.ensemble and self._mixable(net)
+            record["safeguard"], rivals = self._safeguard(net, init, pre, tr, va, kwargs, vf, switch=not mix)
+            if mix:
+                record["ensemble"] = self._mix(net, rivals, va[-1])
         record.update(rescale=self.rescale, project=self.project)
         history["multilevel"] = record
         est.history = history
@@ -322,7 +337,26 @@ class Multilevel:
             return torch.tensor(value + c * se)
         return val_fn
 
-    def _safeguard(self, net, init, pre, tr, va, kwargs, vf) -> dict:
+    def _mixable(self, net: nn.Module) -> bool:
+        """A mixture needs per-simulation losses that are negative log densities: NPE and NLE networks."""
+        return isinstance(self.estimator, (NPE, NLE)) and all(callable(getattr(net, a, None))
+                                                              for a in ("log_prob", "sample"))
+
+    def _mix(self, net: nn.Module, rivals: dict[str, nn.Module], held_out: Level) -> dict:
+        """Replace the estimator's network by the stacked mixture of the multilevel network and the rivals.
+
+        The weights maximise the log-likelihood of the held-out expensive simulations of the top level
+        (:func:`telescope.multilevel.ensemble.stack`, with one Dirichlet pseudo-point per member).
+        """
+        est = self.estimator
+        names = ["multilevel", *rivals]
+        nets = [net, *rivals.values()]
+        lp = torch.stack([-per_sample_losses(est, m, held_out["theta"], held_out["x"]) for m in nets], dim=1)
+        w = stack(lp)
+        est.net = Mixture(nets, w).to(est.device)
+        return {"members": names, "weights": w.tolist(), "held_out": int(lp.shape[0])}
+
+    def _safeguard(self, net, init, pre, tr, va, kwargs, vf, switch: bool = True) -> tuple[dict, dict]:
         """Compare the multilevel network out of sample with two alternatives trained on the same split.
 
         The alternatives are trained and stopped on the top level's expensive members only (training and
@@ -344,7 +378,7 @@ class Multilevel:
         if self.pretrain:
             rivals["transfer"] = (pre, True)
         out: dict[str, Any] = {"used": "multilevel"}
-        best, best_net, worse = 0.0, None, []
+        best, best_net, worse, nets = 0.0, None, [], {}
         for name, (state, from_pre) in rivals.items():
             rival = copy.deepcopy(net)
             rival.load_state_dict(state)
@@ -354,6 +388,7 @@ class Multilevel:
                   val_initial=from_pre, **{**kwargs, "desc": f"safeguard: {name}"})
             diff, se = compare(est, net, rival, va)
             out[name] = {"difference": diff, "se": se}
+            nets[name] = rival
             if diff > 0:
                 worse.append(f"'{name}' lower by {diff:.4f} (standard error {se:.4f})")
             if diff > best and diff > self.switch_se * se:  # only a clear win replaces the multilevel network
@@ -363,7 +398,11 @@ class Multilevel:
         if worse:
             msg = (f"the multilevel estimator is not the best on held-out data: networks trained on the {top.n} "
                    f"expensive simulations of the top level have a held-out loss {', '.join(worse)}")
-            if best_net is not None and self.safeguard == "fallback":
+            if not switch:
+                out["used"] = "mixture"
+                msg += ("; the estimator is the mixture of the three networks with weights fitted on held-out "
+                        "expensive simulations (ensemble=False keeps one network)")
+            elif best_net is not None and self.safeguard == "fallback":
                 net.load_state_dict(best_net.state_dict())
                 msg += f"; using the '{out['used']}' network instead (safeguard='warn' keeps the multilevel one)"
             else:
@@ -371,7 +410,9 @@ class Multilevel:
                 msg += (f"; keeping the multilevel network, since no difference exceeds {self.switch_se:g} standard "
                         f"error(s)" if self.safeguard == "fallback" else "")
             warnings.warn(msg, UserWarning, stacklevel=4)
-        return out
+        elif not switch:
+            out["used"] = "mixture"
+        return out, nets
 
     def _fit_plain(self, lv, net, kwargs, vf, correlations, per_sample) -> "Multilevel":
         """Paper 1's training: eq. (2) from scratch with Algorithm 1, split and stopping by :func:`train`."""
@@ -406,11 +447,22 @@ class Multilevel:
     # -- save / load ------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Save the trained estimator (:meth:`Estimator.save`) plus the multilevel settings in ``config.json``."""
-        path = self.estimator.save(path)
+        est, mix = self.estimator, self.estimator.net
+        members = list(mix.members) if isinstance(mix, Mixture) else []
+        try:  # a mixture: its first member in path, the others in path/member_<k>
+            for k, member in enumerate(members[1:], start=1):
+                est.net = member
+                est.save(Path(path) / f"member_{k}")
+            if members:
+                est.net = members[0]
+            path = est.save(path)
+        finally:
+            est.net = mix
         cfg = json.loads((path / "config.json").read_text())
         opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.options().items()}
-        cfg["multilevel"] = {**opts, "n": (self.estimator.history.get("multilevel") or {}).get("n"),
-                             "allocation": self.allocation}
+        cfg["multilevel"] = {**opts, "n": (est.history.get("multilevel") or {}).get("n"),
+                             "allocation": self.allocation,
+                             "mixture_weights": mix.weights if isinstance(mix, Mixture) else None}
         (path / "config.json").write_text(json.dumps(cfg, indent=2))
         return path
 
@@ -421,6 +473,11 @@ class Multilevel:
         cfg = json.loads((Path(path) / "config.json").read_text()).get("multilevel", {})
         ml = Multilevel(est, **{k: cfg[k] for k in _ML_OPTIONS if k in cfg})
         ml.allocation = cfg.get("allocation")
+        w = cfg.get("mixture_weights")
+        if w:
+            members = [est.net] + [Estimator.load(Path(path) / f"member_{k}", prior, **kwargs).net
+                                   for k in range(1, len(w))]
+            est.net = Mixture(members, w).to(est.device).eval()
         return ml
 
 

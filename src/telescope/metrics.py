@@ -76,6 +76,7 @@ __all__ = [
     "hpd_levels",
     "expected_coverage",
     "coverage",
+    "sbc",
     "sbc_ranks",
     "sbc_uniformity",
     "BatchedEstimator",
@@ -645,7 +646,8 @@ def coverage(estimator: BatchedEstimator, theta: Any, x: Any, n_samples: int = 1
     Arguments:
         estimator: an object with ``sample_batched(x, n) -> (n, m, d)`` and
             ``log_prob_batched(theta (n, m, d), x (m, *event)) -> (n, m)``; the density may be
-            unnormalised but must be consistent within one observation.
+            unnormalised but must be consistent within one observation.  An ``sbi`` posterior is accepted
+            too (wrapped by :func:`telescope.interop.sbi.from_sbi`).
         theta: ``(m, d)`` true parameters, drawn from the prior.
         x: ``(m, *event)`` observations simulated from ``theta``.
         n_samples: posterior samples per observation.
@@ -657,6 +659,9 @@ def coverage(estimator: BatchedEstimator, theta: Any, x: Any, n_samples: int = 1
     Returns:
         ``(alphas, coverage)`` as in :func:`expected_coverage` (and ``levels`` if asked).
     """
+    from .interop.sbi import as_telescope_posterior
+
+    estimator = as_telescope_posterior(estimator)
     for attr in ("sample_batched", "log_prob_batched"):
         if not callable(getattr(estimator, attr, None)):
             raise TypeError(f"estimator must provide {attr}(...) (see telescope.metrics.BatchedEstimator), "
@@ -691,6 +696,50 @@ def coverage(estimator: BatchedEstimator, theta: Any, x: Any, n_samples: int = 1
     lv = torch.cat(levels)
     al, cov = expected_coverage(lv, alphas)
     return (al, cov, lv) if return_levels else (al, cov)
+
+
+def sbc(estimator: Any, theta: Any, x: Any, n_samples: int = 1000, *, batch_size: int = 256,
+        seed: int | None = 0) -> Tensor:
+    r"""Simulation-based-calibration ranks of an amortised estimator over ``m`` pairs :math:`(\theta^*_j, x_j)`.
+
+    Arguments:
+        estimator: an object with ``sample_batched(x, n) -> (n, m, d)`` (a telescope estimator), or an
+            ``sbi`` posterior (wrapped by :func:`telescope.interop.sbi.from_sbi`).
+        theta: ``(m, d)`` true parameters drawn from the prior; ``x``: ``(m, *event)`` their simulations.
+        n_samples: posterior samples per observation.
+        batch_size: observations per call to the estimator.
+        seed: if not None, the torch random state is seeded for the sampling and restored after.
+
+    Returns:
+        ``(m, d)`` ranks as :func:`sbc_ranks`; test them with :func:`sbc_uniformity` (``n = n_samples``).
+    """
+    from .interop.sbi import as_telescope_posterior
+
+    estimator = as_telescope_posterior(estimator)
+    if not callable(getattr(estimator, "sample_batched", None)):
+        raise TypeError(f"estimator must provide sample_batched(x, n) (a telescope estimator or an sbi posterior), "
+                        f"got {type(estimator).__name__}")
+    n_samples = _positive_int("n_samples", n_samples)
+    batch_size = _positive_int("batch_size", batch_size)
+    theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
+    x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    if theta_t.dim() != 2 or theta_t.shape[0] == 0:
+        raise ValueError(f"theta must have shape (m, d) with m >= 1, got shape {tuple(theta_t.shape)}")
+    if x_t.dim() < 2 or x_t.shape[0] != theta_t.shape[0]:
+        raise ValueError(f"x must have shape (m, *event) with m = {theta_t.shape[0]} rows like theta, "
+                         f"got shape {tuple(x_t.shape)}")
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    ranks = []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        for th, xb in zip(theta_t.split(batch_size), x_t.split(batch_size)):
+            samples = estimator.sample_batched(xb, n_samples)
+            if tuple(samples.shape) != (n_samples, th.shape[0], th.shape[1]):
+                raise ValueError(f"estimator.sample_batched returned shape {tuple(samples.shape)}, expected "
+                                 f"(n_samples, m, d) = {(n_samples, th.shape[0], th.shape[1])}")
+            ranks.append(sbc_ranks(samples.cpu(), th))
+    return torch.cat(ranks)
 
 
 def sbc_ranks(samples: Any, theta: Any) -> Tensor:

@@ -24,14 +24,19 @@ from ..priors import check_prior, in_support
 from ..simulators import seeded
 from ..train import train
 from ..utils import as_device, check_count, check_matrix
+from .sbi_api import SBIInterface, sbi_compatible
 
 __all__ = ["Estimator", "load"]
 
 _CLASSES: dict[str, type] = {}
 
 
-class Estimator:
-    """Base class.  Subclasses implement ``_build(theta, x) -> nn.Module`` and ``_loss(net, batch)``."""
+class Estimator(SBIInterface):
+    """Base class.  Subclasses implement ``_build(theta, x) -> nn.Module`` and ``_loss(net, batch)``.
+
+    Every estimator also answers sbi's posterior calls (``sample((n,), x=x_o)``, ``log_prob(theta, x=x_o)``,
+    ``set_default_x``, ``map``; :mod:`telescope.estimators.sbi_api`).
+    """
 
     #: train() defaults for this estimator; overridden by fit(**kwargs)
     train_defaults: dict[str, Any] = {}
@@ -43,6 +48,7 @@ class Estimator:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         _CLASSES[cls.__name__] = cls
+        sbi_compatible(cls)  # sample / sample_batched / log_prob also accept sbi's call forms
 
     def __init__(self, prior, *, embedding: nn.Module | None = None, device=None, seed: int | None = 0,
                  **config):

@@ -1,0 +1,8 @@
+"""Bridges to the tools users already have: sbi posteriors (:mod:`.sbi`), ArviZ (:mod:`.arviz`).
+
+Each bridge imports its package lazily, so none of them is a dependency of telescope.
+"""
+
+from .sbi import as_telescope_posterior, from_sbi, is_sbi_posterior
+
+__all__ = ["as_telescope_posterior", "from_sbi", "is_sbi_posterior"]

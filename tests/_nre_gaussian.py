@@ -61,7 +61,7 @@ def simulate(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return theta, theta + S * torch.randn(n, D, generator=g)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained(gamma: float, K: int = 9) -> NRE:
     """An estimator trained on 4000 simulations (cached for the whole test session)."""
     before = torch.get_num_threads()

@@ -8,7 +8,6 @@ each, 5-fold C2ST); a single observation's C2ST has a standard error of about 0.
 """
 
 import pytest
-import torch
 
 import telescope as ts
 from telescope import metrics

@@ -6,7 +6,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from _nre_gaussian import PRIOR, SIMULATOR, TRUE_MI, ExactRatio, simulate, trained
+from _nre_gaussian import SIMULATOR, TRUE_MI, ExactRatio, simulate, trained
 from telescope.diagnostics import (
     expected_coverage,
     importance_diagnostic,

@@ -5,9 +5,22 @@ import math
 import pytest
 import torch
 
-from telescope.diffusion import (VPSchedule, ddim_coefficients, ddim_step, ddpm_step, deterministic_part,
-                                 eps_to_score, initial_state, noise_prediction_loss, ode_step, predict_x0,
-                                 q_sample, reverse_sample, sampler_eta, score_to_eps)
+from telescope.diffusion import (
+    VPSchedule,
+    ddim_coefficients,
+    ddim_step,
+    ddpm_step,
+    deterministic_part,
+    eps_to_score,
+    initial_state,
+    noise_prediction_loss,
+    ode_step,
+    predict_x0,
+    q_sample,
+    reverse_sample,
+    sampler_eta,
+    score_to_eps,
+)
 from telescope.mlmc_experiments import GaussianData
 
 

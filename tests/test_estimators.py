@@ -1,6 +1,5 @@
 """NPE and NLE against analytic posteriors, and their handling of bad input."""
 
-import warnings
 
 import pytest
 import torch

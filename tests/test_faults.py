@@ -378,7 +378,7 @@ def test_prior_fingerprint_covers_its_density(tmp_path):
     g = __import__("telescope").Gaussian([0.0, 0.0], [1.0, 2.0])
     before = prior_info(g)["state_fingerprint"]
     g.log_prob(g.sample((3,)))
-    g.scale_tril  # lazily cached properties must not change it
+    g.scale_tril  # noqa: B018 - lazily cached properties must not change it
     assert prior_info(g)["state_fingerprint"] == before
     store = tmp_path / "s"
     simulate(_x, _Tilted(0.0), 10, store=store, progress_bar=False)

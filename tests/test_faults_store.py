@@ -1,7 +1,6 @@
 """Fault injection (issue 20, case 5): damaged and unusual stores are refused clearly, never overwritten."""
 
 import argparse
-import os
 import shutil
 import sqlite3
 import subprocess

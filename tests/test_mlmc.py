@@ -12,16 +12,23 @@ O(h) on a uniform grid, where beta therefore falls to 1 on fine levels (the pape
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from telescope.mlmc import (MLMCWarning, complexity_test, convergence_test, fit_rate, mlmc, mlmc_test,
-                            select_start_level, start_level_from)
+from telescope.mlmc import (
+    MLMCWarning,
+    complexity_test,
+    convergence_test,
+    fit_rate,
+    mlmc,
+    mlmc_test,
+    select_start_level,
+    start_level_from,
+)
 from telescope.mlmc_diffusion import CoupledDiffusion
-from telescope.mlmc_experiments import GaussianData, gaussian_problem
+from telescope.mlmc_experiments import GaussianData
 
 
 @pytest.fixture(autouse=True, scope="module")

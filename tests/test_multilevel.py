@@ -7,9 +7,20 @@ import torch
 
 import telescope as ts
 from telescope.estimators import NLE, NPE
-from telescope.multilevel import (GradientAdjustment, Multilevel, MultilevelNLE, MultilevelNPE, TLNPE,
-                                  adjust_gradients, allocate, as_levels, level_variances, mlmc_loss, mlmc_terms,
-                                  pooled)
+from telescope.multilevel import (
+    TLNPE,
+    GradientAdjustment,
+    Multilevel,
+    MultilevelNLE,
+    MultilevelNPE,
+    adjust_gradients,
+    allocate,
+    as_levels,
+    level_variances,
+    mlmc_loss,
+    mlmc_terms,
+    pooled,
+)
 from telescope.tasks.g_and_k.ladder import erfinv_taylor, gk_ladder, gk_summaries, low_fidelity_normal_quantile
 from telescope.tasks.ou import OrnsteinUhlenbeck
 from telescope.tasks.toggle_switch import ToggleSwitch, toggle_switch, truncated_normal

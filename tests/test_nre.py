@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _nre_gaussian import PRIOR, S, SIMULATOR, TRUE_MI, ExactRatio, posterior, simulate, trained, true_log_ratio
+from _nre_gaussian import PRIOR, SIMULATOR, TRUE_MI, ExactRatio, S, posterior, simulate, trained, true_log_ratio
 from telescope.diagnostics import mutual_information
 from telescope.estimators.nre import NRE, _other_rows, nre_c_loss, rejection_sample
 from telescope.priors import BoxUniform

@@ -11,10 +11,25 @@ import torch
 
 from telescope.diffusion import VPSchedule, deterministic_part
 from telescope.priors import BoxUniform, Gaussian, Joint, LogNormal
-from telescope.samplers.prior_scores import (DiffusedGaussian, DiffusedProduct, DiffusedUniform, PriorScoreError,
-                                             diffused_prior, log_ndtr_diff, positive_dims)
-from telescope.samplers.tall import (TallSampler, clip_eps, ddim_sample, paper_eta, pilot_covariances, rowwise,
-                                     sample_tall, trimmed_covariance)
+from telescope.samplers.prior_scores import (
+    DiffusedGaussian,
+    DiffusedProduct,
+    DiffusedUniform,
+    PriorScoreError,
+    diffused_prior,
+    log_ndtr_diff,
+    positive_dims,
+)
+from telescope.samplers.tall import (
+    TallSampler,
+    clip_eps,
+    ddim_sample,
+    paper_eta,
+    pilot_covariances,
+    rowwise,
+    sample_tall,
+    trimmed_covariance,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

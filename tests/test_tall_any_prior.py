@@ -15,8 +15,15 @@ from scipy import stats
 
 import telescope as ts
 from telescope.diffusion import VPSchedule
-from telescope.samplers.prior_scores import (DiffusedFlat, DiffusedGaussian, DiffusedProduct, DiffusedUniform,
-                                             diffused_prior, exact_kernel_prior, uniform_score_std)
+from telescope.samplers.prior_scores import (
+    DiffusedFlat,
+    DiffusedGaussian,
+    DiffusedProduct,
+    DiffusedUniform,
+    diffused_prior,
+    exact_kernel_prior,
+    uniform_score_std,
+)
 from telescope.samplers.tall import TallSampler, auto_settings, prior_family, split_check
 from telescope.samplers.unconstrained import DiffusedLogistic, Logistic, LogitBox
 

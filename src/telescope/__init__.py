@@ -7,9 +7,8 @@ The public API (see DESIGN.md):
 >>> theta, x = ts.simulate(task.simulator, task.prior, 1000, seed=0, progress_bar=False)
 """
 
-__version__ = "0.1.0"
-
-from . import diagnostics, diffusion, metrics, mlmc, multilevel, plots, tasks
+from . import diagnostics, diffusion, metrics, mlmc, multilevel, tasks
+from ._version import __version__
 from .estimators import NLE, NPE, NPSE, NRE, Estimator, load
 from .ladder import FidelityLadder, simulate_levels
 from .multilevel import MultilevelNLE, MultilevelNPE
@@ -24,3 +23,19 @@ __all__ = [
     "NPE", "NLE", "NPSE", "NRE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
     "multilevel", "MultilevelNLE", "MultilevelNPE",
 ]
+
+_LAZY = {"plots"}  # imported on first use: matplotlib is not loaded by ``import telescope``
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | _LAZY)

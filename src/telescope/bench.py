@@ -52,8 +52,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -207,7 +207,7 @@ def read_results(path) -> tuple[dict | None, list[dict]]:
     if not path.exists():
         raise FileNotFoundError(f"no results file at {path}")
     spec, rows = None, []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for line in path.read_text().splitlines():
         if not line.strip():
             continue
         try:
@@ -406,6 +406,7 @@ def _batched(est) -> bool:
 def _coverage(est, task, seed: int) -> dict:
     """Expected coverage on ``COVERAGE_PAIRS`` fresh simulations (a seed no training set uses)."""
     import telescope as ts
+
     from . import metrics as M
 
     theta, x = ts.simulate(task.simulator, task.prior, COVERAGE_PAIRS, seed=10**9 + seed, progress_bar=False)

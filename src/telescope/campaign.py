@@ -44,8 +44,8 @@ import pickle
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -61,6 +61,7 @@ def cmd_demo(args) -> int:
     import torch
 
     import telescope as ts
+
     from . import metrics, plots
 
     task = ts.tasks.get(args.task)
@@ -137,7 +138,7 @@ def _check_demo_args(args, task) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
 
     p = argparse.ArgumentParser(prog="telescope", description="Simulation-based inference for expensive simulators.")
     p.add_argument("--version", action="version", version=f"telescope {__version__}")

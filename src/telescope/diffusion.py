@@ -46,7 +46,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -70,7 +70,7 @@ __all__ = [
     "reverse_sample",
 ]
 
-EpsFn = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
+EpsFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 """A noise-prediction network ``eps(x_t, t, y) -> (n, *event)`` with ``t`` of shape ``(n,)``."""
 
 #: Named samplers and their DDIM ``eta``: ``ddpm`` is ancestral sampling, ``ode`` deterministic.

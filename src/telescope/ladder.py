@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor
 

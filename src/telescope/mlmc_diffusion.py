@@ -33,7 +33,7 @@ one batched network call whenever they sit at the same time.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

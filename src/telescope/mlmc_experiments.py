@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .diffusion import VPSchedule, ddim_coefficients, noise_prediction_loss, sampler_eta
+from .diffusion import VPSchedule, ddim_coefficients, sampler_eta
 from .mlmc_diffusion import CoupledDiffusion
 
 __all__ = ["GaussianData", "gaussian_problem", "DigitsEps", "digits_loss", "train_digits_model", "digits_problem",

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -117,6 +117,7 @@ def train_npse_gaussian_linear(*, dim: int = 2, prior_var: float = 1.0, noise_va
     import os
 
     import telescope as ts
+
     from .estimators.npse import NPSE
 
     task = ts.tasks.get("gaussian_linear", dim=dim, prior_var=prior_var, noise_var=noise_var)

@@ -78,7 +78,7 @@ def plot_mlmc(result: dict, path: str | None = None, title: str | None = None):
         eps = np.asarray(comp["eps"])
         ax.loglog(comp["mlmc_cost"], eps**2, "o-", label="MLMC")
         ax.loglog(comp["std_cost"], eps**2, "s-", label="standard MC")
-        for c_ml, c_mc, e, s in zip(comp["mlmc_cost"], comp["std_cost"], eps, comp["savings"]):
+        for c_ml, _c_mc, e, s in zip(comp["mlmc_cost"], comp["std_cost"], eps, comp["savings"]):
             ax.annotate(f"{s:.1f}x", (c_ml, e**2), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel("cost (network evaluations)")
         ax.set_ylabel(r"MSE $\varepsilon^2$")

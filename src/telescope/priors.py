@@ -16,7 +16,7 @@ ones with plain constructors:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -107,7 +107,7 @@ class LogNormal(Independent):
 class _JointSupport(constraints.Constraint):
     event_dim = 1
 
-    def __init__(self, joint: "Joint"):
+    def __init__(self, joint: Joint):
         self.joint = joint
 
     def check(self, value: Tensor) -> Tensor:

@@ -17,7 +17,8 @@ import hashlib
 import inspect
 import random
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -298,14 +299,14 @@ def _canon(obj, h, memo: dict, depth: int) -> None:
     _canon({k: v for k, v in state.items()
             if not (isinstance(k, str) and (k.startswith("_cache") or k == "_inv") or isinstance(v, weakref.ref))},
            h, memo, depth + 1)
-    call = getattr(type(obj), "__call__", None)
+    call = getattr(type(obj), "__call__", None)  # noqa: B004 - the class's own __call__, hashed below
     if inspect.isfunction(call):
         _canon(call, h, memo, depth + 1)
 
 
 def _cell_full(cell) -> bool:
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 - raises ValueError when the cell is empty
     except ValueError:
         return False
     return True

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -134,7 +134,8 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
     groups = [data] if isinstance(data, dict) else list(data)
     if not groups:
         raise ValueError("data must contain at least one group of tensors")
-    sizes = [_check_group(g, i) for i, g in enumerate(groups)]
+    for i, g in enumerate(groups):
+        _check_group(g, i)
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     dev = as_device(device)

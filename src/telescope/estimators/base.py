@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .. import __version__
+from .._version import __version__
 from ..priors import check_prior, in_support
 from ..simulators import seeded
 from ..train import train
@@ -222,7 +222,7 @@ class Estimator(SBIInterface):
         return path
 
     @classmethod
-    def load(cls, path, prior, *, embedding: nn.Module | None = None, device=None) -> "Estimator":
+    def load(cls, path, prior, *, embedding: nn.Module | None = None, device=None) -> Estimator:
         """Load an estimator saved with :meth:`save`; checks class, version and shapes."""
         path = Path(path)
         if not (path / "config.json").exists():

@@ -8,7 +8,7 @@ default) or a masked autoregressive flow (Papamakarios et al., 2017).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import zuko
@@ -71,5 +71,5 @@ class ConditionalFlow(nn.Module):
         return self.y_std.inverse(self.flow(self.context(c)).sample((n,)))
 
     @staticmethod
-    def standardizers(net: "ConditionalFlow") -> tuple[Standardize, Standardize]:
+    def standardizers(net: ConditionalFlow) -> tuple[Standardize, Standardize]:
         return net.y_std, net.c_std

@@ -12,7 +12,7 @@ chains in proportion to its mass — and run coordinate-wise slice sampling in p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -96,7 +96,7 @@ class NLE(Estimator):
         net = self._trained()
         theta = self._check_theta(theta).to(self.device)
         x = self._check_x(x).to(self.device)
-        m, k = theta.shape[0], x.shape[0]
+        k = x.shape[0]
         out = []
         step = max(1, 2**18 // k)
         for th in theta.split(step):

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -51,8 +51,7 @@ from torch import Tensor, nn
 from ..diffusion import VPSchedule, noise_prediction_loss, sampler_eta
 from ..nn import fit_standardize
 from ..priors import in_support
-from ..samplers.prior_scores import (DiffusedPrior, LearnedPriorScore, PriorScoreError, diffused_prior,
-                                     positive_dims)
+from ..samplers.prior_scores import DiffusedPrior, LearnedPriorScore, PriorScoreError, diffused_prior, positive_dims
 from ..samplers.tall import METHODS, PRIOR_KERNELS, TallSampler, auto_settings, clip_eps, ddim_sample, split_check
 from ..utils import check_count, progress
 from .base import Estimator

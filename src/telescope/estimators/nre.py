@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -395,7 +395,7 @@ class NRE(Estimator):
                              f"(val_fraction={vf}); K must be <= {smallest_val - 1}: lower K, simulate more, "
                              f"or raise val_fraction")
 
-    def fit_store(self, store, *, mi_samples: int = 100, invalid: str | None = None, **train_kwargs) -> "NRE":
+    def fit_store(self, store, *, mi_samples: int = 100, invalid: str | None = None, **train_kwargs) -> NRE:
         """:meth:`Estimator.fit_store` (train from a store without loading it), with the NRE extras of
         :meth:`fit`: per-epoch MI bounds, and ``history["mi"]`` on up to 10 000 validation rows."""
         kwargs = {**self.train_defaults, **train_kwargs}
@@ -417,7 +417,7 @@ class NRE(Estimator):
                                                     seed=int(seed))
         return self
 
-    def fit(self, theta, x, *, mi_samples: int = 100, invalid: str | None = None, **train_kwargs) -> "NRE":
+    def fit(self, theta, x, *, mi_samples: int = 100, invalid: str | None = None, **train_kwargs) -> NRE:
         r"""Train on simulations ``theta (n, d)``, ``x (n, *event)``; returns ``self``.
 
         Keyword arguments go to :func:`telescope.train.train`.  After training, the mutual-information
@@ -462,7 +462,7 @@ class NRE(Estimator):
         return self
 
     def fit_online(self, simulator, n_per_epoch: int = 10_000, *, simulation_seed: int = 0,
-                   mi_samples: int = 100, **train_kwargs) -> "NRE":
+                   mi_samples: int = 100, **train_kwargs) -> NRE:
         """Train with unlimited simulations (paper 2, Section 3.1): every training batch is a fresh joint draw.
 
         ``n_per_epoch`` pairs are simulated up front: a ``val_fraction`` of them is the fixed validation set
@@ -531,7 +531,7 @@ class NRE(Estimator):
 
     def _log_weight(self, x_set: Tensor) -> Callable[[Tensor], Tensor]:
         """``theta (p, d) -> sum_j h(theta, x_j)`` ``(p,)`` for an iid set of observations."""
-        net = self._trained().eval()
+        self._trained().eval()
         feats = self._features(x_set.to(self.device))
 
         @torch.no_grad()

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..utils import progress
+from . import convergence
 
 __all__ = ["slice_sample", "whitened_slice", "sir", "mcmc_posterior", "rhat"]
 
@@ -169,15 +170,17 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
 
 
 def rhat(chains: Tensor) -> Tensor:
-    """Split-R-hat per dimension for samples ``(n, chains, d)`` (Gelman et al., 2013)."""
-    n = chains.shape[0] // 2 * 2
-    halves = torch.cat([chains[: n // 2], chains[n // 2 : n]], 1).double()  # (n/2, 2c, d)
-    m = halves.shape[0]
-    means = halves.mean(0)
-    b = m * means.var(0)
-    w = halves.var(0).mean(0)
-    var = (m - 1) / m * w + b / m
-    return (var / w).sqrt().float()
+    """Rank-normalised split-R-hat per dimension for samples ``(n, chains, d)`` (draws first, as
+    :func:`slice_sample` returns them): :func:`telescope.samplers.convergence.rhat` (Vehtari et al., 2021),
+    whose chains are ``(chains, n, d)``.  Chains of 2 or 3 draws fall back to the classic split-R-hat
+    (Gelman et al., BDA3) of draws split in halves, as the rank-normalised version needs 4."""
+    if chains.shape[0] < 4:
+        n = chains.shape[0] // 2 * 2
+        halves = torch.cat([chains[: n // 2], chains[n // 2 : n]], 1).double()  # (n/2, 2c, d)
+        m = halves.shape[0]
+        b, w = m * halves.mean(0).var(0), halves.var(0).mean(0)
+        return (((m - 1) / m * w + b / m) / w).sqrt().float()
+    return convergence.rhat(chains.transpose(0, 1)).float()
 
 
 def _whitening(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -217,14 +220,15 @@ def whitened_slice(log_prob: LogProb, init: Tensor, per_chain: int, warmup: int,
 @torch.no_grad()
 def mcmc_posterior(log_prob: LogProb, prior, n: int, *, chains: int = 100, warmup: int = 100, thin: int = 2,
                    n_proposals: int = 10_000, seed: int | None = None, device=None, whiten: bool = True,
-                   progress_bar: bool = False) -> Tensor:
+                   progress_bar: bool = False, return_chains: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """``n`` posterior samples ``(n, d)`` from ``log_prob`` (which must include the prior).
 
     Chains are initialised by SIR of ``n_proposals`` prior draws, then slice-sampled; with
     ``whiten`` (default) the second half of the warm-up and the sampling run in coordinates
     whitened by the chains' covariance (:func:`whitened_slice`), which mixes much faster on
     correlated posteriors for the same number of sweeps.  The samples of all chains are pooled
-    and shuffled.
+    and shuffled.  With ``return_chains`` the chains are returned too, ``(chains, ceil(n / chains), d)``
+    in ArviZ's layout (chain, draw, dimension), for :mod:`telescope.samplers.convergence`.
     """
     g = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ()).item()))
     torch_state = torch.random.fork_rng(devices=[])
@@ -242,4 +246,5 @@ def mcmc_posterior(log_prob: LogProb, prior, n: int, *, chains: int = 100, warmu
         s = slice_sample(log_prob, init, per_chain, warmup=warmup, thin=thin, generator=g,
                          progress_bar=progress_bar)
     flat = s.reshape(-1, s.shape[-1])
-    return flat[torch.randperm(flat.shape[0], generator=g)[:n].to(flat.device)]
+    out = flat[torch.randperm(flat.shape[0], generator=g)[:n].to(flat.device)]
+    return (out, s.transpose(0, 1).contiguous()) if return_chains else out

@@ -40,15 +40,16 @@ classifier-free guidance, footnote 2 of the paper), wrapped here by :class:`Lear
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, Uniform
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, Uniform, constraints
 from torch.distributions import LogNormal as TorchLogNormal
-from torch.distributions import constraints
 
 from ..priors import Gaussian, Joint
+from .diffused_base import DiffusedPrior
+from .unconstrained import DiffusedLogistic, Logistic
 
 __all__ = [
     "DiffusedPrior",
@@ -81,34 +82,6 @@ def _alpha(alpha_bar, z: Tensor) -> tuple[Tensor, Tensor]:
     if a.dim() > 0:
         a = a.reshape(*a.shape, *([1] * (z.dim() - a.dim())))
     return a, (1.0 - a)
-
-
-class DiffusedPrior:
-    """The diffused score of a prior in the standardised working space ``z``, shape ``(*, d)``.
-
-    Subclasses implement :meth:`score`; :attr:`precision0` is the ``(d, d)`` precision of a
-    Gaussian approximation of the prior (exact for a Gaussian prior).
-    """
-
-    dim: int
-    precision0: Tensor  # (d, d) float64
-
-    def score(self, z: Tensor, alpha_bar) -> Tensor:
-        r""":math:`\nabla_z \log p^\lambda_t(z)` for ``z (*, d)`` and :math:`\bar\alpha(t)` (scalar or ``(*,)``)."""
-        raise NotImplementedError
-
-    def score0(self, z: Tensor) -> Tensor:
-        r"""Score of the undiffused prior :math:`\nabla \log \lambda(z)` (where it is defined)."""
-        raise NotImplementedError
-
-    def precision(self, alpha_bar: float) -> Tensor:
-        r""":math:`\Sigma_{t,\lambda}^{-1} = C^{-1} + (\alpha_t/v_t) I`, ``(d, d)`` float64 (Gaussian approximation)."""
-        a = float(alpha_bar)
-        r = a / max(1.0 - a, 1e-300)
-        return self.precision0 + r * torch.eye(self.dim, dtype=torch.float64, device=self.precision0.device)
-
-    def to(self, device) -> "DiffusedPrior":
-        raise NotImplementedError
 
 
 class DiffusedGaussian(DiffusedPrior):
@@ -147,7 +120,7 @@ class DiffusedGaussian(DiffusedPrior):
     def score0(self, z: Tensor) -> Tensor:
         return (-(z.double() - self.mean) @ self.precision0).to(z.dtype)
 
-    def to(self, device) -> "DiffusedGaussian":
+    def to(self, device) -> DiffusedGaussian:
         out = DiffusedGaussian.__new__(DiffusedGaussian)
         out.dim = self.dim
         for k in ("mean", "cov", "evals", "evecs", "precision0"):
@@ -248,7 +221,7 @@ class DiffusedUniform(DiffusedPrior):
         """The undiffused uniform is flat: zero (the box itself is enforced by rejection after sampling)."""
         return torch.zeros_like(z)
 
-    def to(self, device) -> "DiffusedUniform":
+    def to(self, device) -> DiffusedUniform:
         out = DiffusedUniform.__new__(DiffusedUniform)
         out.dim, out.low, out.high, out.precision0 = self.dim, self.low.to(device), self.high.to(device), \
             self.precision0.to(device)
@@ -274,7 +247,7 @@ class DiffusedProduct(DiffusedPrior):
     def score0(self, z: Tensor) -> Tensor:
         return torch.cat([p.score0(c) for p, c in zip(self.parts, z.split(self.sizes, -1))], -1)
 
-    def to(self, device) -> "DiffusedProduct":
+    def to(self, device) -> DiffusedProduct:
         return DiffusedProduct([p.to(device) for p in self.parts])
 
     def __repr__(self) -> str:
@@ -299,7 +272,7 @@ class DiffusedFlat(DiffusedPrior):
     def score0(self, z: Tensor) -> Tensor:
         return torch.zeros_like(z)
 
-    def to(self, device) -> "DiffusedFlat":
+    def to(self, device) -> DiffusedFlat:
         out = DiffusedFlat(self.dim)
         out.precision0 = self.precision0.to(device)
         return out
@@ -352,15 +325,13 @@ class LearnedPriorScore(DiffusedPrior):
         """The learned score at the least noisy time the network saw well (``alpha_bar = score0_alpha``)."""
         return self.score(z, self.score0_alpha)
 
-    def to(self, device) -> "LearnedPriorScore":
+    def to(self, device) -> LearnedPriorScore:
         return LearnedPriorScore(self.eps, self.precision0.to(device), self.score0_alpha)
 
 
 # -- recognising priors ------------------------------------------------------------------------
 def _scalar_part(p: Distribution, size: int):
     """(kind, params) of a scalar or independent part, or None."""
-    from .unconstrained import Logistic
-
     if isinstance(p, Logistic):
         return "logistic", (p.loc.expand(size), p.scale.expand(size))
     base = p
@@ -464,8 +435,6 @@ def diffused_prior(prior: Distribution, loc: Tensor | None = None, scale: Tensor
                                   f"their {kind} prior has no closed-form diffused score there; use "
                                   f"transform=None or prior_score='learned'")
         elif kind == "logistic":  # the uniform box prior in logit space (telescope.samplers.unconstrained)
-            from .unconstrained import DiffusedLogistic
-
             mu, sc = params
             parts.append(DiffusedLogistic((mu - m) / s, sc / s))
         elif kind == "gaussian":

@@ -83,12 +83,11 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-from torch import Tensor
-
 from scipy.stats import chi2
+from torch import Tensor
 
 from ..diffusion import VPSchedule, ddim_step
 from ..utils import progress

@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.distributions import Independent, SigmoidTransform, TransformedDistribution, Uniform
 from torch.distributions.transforms import AffineTransform
 
-from .prior_scores import DiffusedPrior
+from .diffused_base import DiffusedPrior
 
 __all__ = ["Logistic", "LogitBox", "DiffusedLogistic"]
 
@@ -153,7 +153,7 @@ class DiffusedLogistic(DiffusedPrior):
         y = (u - loc) / scale
         return -torch.nn.functional.softplus(y) - torch.nn.functional.softplus(-y)
 
-    def to(self, device) -> "DiffusedLogistic":
+    def to(self, device) -> DiffusedLogistic:
         out = DiffusedLogistic(self.loc.to(device), self.scale.to(device), self.grid)
         out.precision0 = self.precision0.to(device)
         return out

@@ -7,6 +7,7 @@ from .base import Task, cache_dir
 __all__ = ["Task", "get", "list", "register", "cache_dir"]
 
 _REGISTRY: dict = {}
+_SHIMS = {"g_and_k_ladder"}  # deprecated module paths, not tasks
 
 
 def register(name: str):
@@ -25,7 +26,7 @@ def _load_builtin() -> None:
     import pkgutil
 
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
+        if mod.name != "base" and mod.name not in _SHIMS:
             importlib.import_module(f"{__name__}.{mod.name}")
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from ..samplers.mcmc import rhat, sir, slice_sample, whitened_slice
+from ..samplers.mcmc import rhat, sir, whitened_slice
 from ..simulators import batch_seed
 from ._mcmc_reference import random_walk_metropolis
 from .base import Task, cache_dir

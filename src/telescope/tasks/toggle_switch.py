@@ -23,7 +23,7 @@ in ``T``; :meth:`ToggleSwitch.ladder` uses costs ``T_l``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

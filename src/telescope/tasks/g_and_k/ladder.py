@@ -37,9 +37,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..ladder import FidelityLadder
-from ..simulators import Simulator
-from .g_and_k import gk_quantile, standard_normal_quantile
+from ...ladder import FidelityLadder
+from ...simulators import Simulator
+from .distribution import gk_quantile, standard_normal_quantile
 
 __all__ = ["CONSTANTS", "erfinv_taylor", "low_fidelity_normal_quantile", "gk_summaries", "gk_ladder"]
 

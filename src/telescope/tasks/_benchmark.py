@@ -2,11 +2,11 @@
 
 * :func:`rk4` — a fixed-step classical Runge–Kutta integrator, vectorised over a batch of
   parameters (used by ``sir`` and ``lotka_volterra``; no per-sample Python loop).
-* :func:`ess` — the multi-chain effective sample size of Gelman et al. (BDA3, Sec. 11.5), with
-  Geyer's initial-positive-sequence truncation.
+* :func:`ess` — the rank-normalised bulk effective sample size of Vehtari et al. (2021)
+  (:mod:`telescope.samplers.convergence`, the one implementation in telescope).
 * :func:`checked_mcmc` — SIR-initialised, whitened slice sampling
   (:func:`telescope.samplers.mcmc.slice_sample`) whose chains are checked before the samples are
-  returned: split-R-hat below ``rhat_max`` (default 1.01) and a bulk effective sample size of at
+  returned: rank-normalised split-R-hat below ``rhat_max`` (default 1.01) and a bulk effective sample size of at
   least ``min_ess`` in every dimension.  A failed check raises ``RuntimeError`` (``strict=True``,
   so that nothing unchecked is cached) or warns (``strict=False``).
 * :class:`MCMCReferenceTask` — a :class:`~telescope.tasks.base.Task` whose reference is
@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..samplers import convergence
 from ..samplers.mcmc import rhat, sir, whitened_slice
 from ..simulators import batch_seed
 from ._mcmc_reference import random_walk_metropolis
@@ -68,35 +69,9 @@ def rk4(f: Callable[[Tensor], Tensor], y0: Tensor, t_out: Tensor, dt: float) -> 
 
 # -- convergence diagnostics --------------------------------------------------------------------
 def ess(chains: Tensor) -> Tensor:
-    """Bulk effective sample size per dimension of ``chains (n, c, d)`` (split chains, BDA3 Sec. 11.5).
-
-    Autocorrelations are combined across chains through the variogram estimator
-    ``rho_t = 1 - V_t / (2 var+)`` and summed over Geyer's initial positive sequence.
-    """
-    n = chains.shape[0] // 2 * 2
-    x = torch.cat([chains[: n // 2], chains[n // 2 : n]], 1).double()  # (m, 2c, d)
-    m, c, _ = x.shape
-    if m < 4:
-        return torch.full((x.shape[-1],), float(m * c), dtype=torch.float64)
-    w = x.var(0).mean(0)
-    var_plus = (m - 1) / m * w + x.mean(0).var(0)
-
-    def rho(lag: int) -> Tensor:
-        if lag == 0:
-            return torch.ones_like(w)
-        return 1 - ((x[lag:] - x[:-lag]) ** 2).mean((0, 1)) / (2 * var_plus)
-
-    # Geyer: Gamma_k = rho_2k + rho_2k+1, summed while positive; tau = -1 + 2 sum_k Gamma_k
-    total = torch.zeros_like(w)
-    live = torch.ones_like(w, dtype=torch.bool)
-    for k in range(0, m - 1, 2):
-        gamma_k = rho(k) + rho(k + 1)
-        live = live & (gamma_k > 0)
-        if not live.any():
-            break
-        total = torch.where(live, total + gamma_k, total)
-    tau = (-1 + 2 * total).clamp_min(1e-3)
-    return (m * c / tau).clamp_max(m * c * math.log10(max(m * c, 10)))
+    """Bulk effective sample size per dimension of samples ``(n, c, d)`` (draws first): the rank-normalised
+    split-chain ESS of Vehtari et al. (2021), :func:`telescope.samplers.convergence.ess_bulk`."""
+    return convergence.ess_bulk(chains.transpose(0, 1))
 
 
 @torch.no_grad()

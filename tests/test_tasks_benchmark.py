@@ -137,7 +137,7 @@ def test_reference_checks_raise_when_not_converged():
     assert any("warmup 40 and thin 8" in str(w.message) for w in seen)
     with pytest.warns(RuntimeWarning, match="convergence checks"):
         _, diag = checked_mcmc(log_prob, props, 400, seed=0, chains=20, warmup=10, strict=False, retries=0)
-    assert diag["rhat"].max() > 2
+    assert diag["rhat"].max() > 1.5  # rank-normalised R-hat is bounded (about 1.7 for two chains never mixing)
     # one mode: the same settings pass
     s, diag = checked_mcmc(lambda t: -0.5 * ((t - 20) ** 2).sum(-1), props[:50], 1000, seed=0, chains=20,
                            warmup=20)

@@ -12,6 +12,7 @@ from ._version import __version__
 from .estimators import NLE, NPE, NPSE, NRE, Estimator, load
 from .ladder import FidelityLadder, simulate_levels
 from .multilevel import MultilevelNLE, MultilevelNPE
+from .interop import to_inference_data
 from .priors import BoxUniform, Gaussian, Joint, LogNormal
 from .simulate import simulate
 from .simulators import Simulator
@@ -21,6 +22,7 @@ from .train import train
 __all__ = [
     "__version__", "tasks", "metrics", "diagnostics", "plots", "diffusion", "mlmc", "simulate", "Simulator", "BoxUniform", "Gaussian", "LogNormal", "Joint",
     "NPE", "NLE", "NPSE", "NRE", "Estimator", "load", "train", "FidelityLadder", "simulate_levels", "load_simulations",
+    "to_inference_data",
     "multilevel", "MultilevelNLE", "MultilevelNPE",
 ]
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..samplers.convergence import keep_chains
 from ..samplers.mcmc import mcmc_posterior, sir, slice_sample
 from ..simulators import seeded
 from ..utils import check_count
@@ -149,13 +150,22 @@ class NLE(Estimator):
 
     # -- sampling ---------------------------------------------------------------------------
     def sample(self, x_o, n: int, *, chains: int = 500, warmup: int = 20, thin: int = 1,
-               n_proposals: int = 10_000, seed: int | None = None, progress_bar: bool = False) -> Tensor:
-        """``n`` posterior samples ``(n, d)`` by MCMC; ``x_o`` is ``(d_x,)`` or an iid set ``(k, d_x)``."""
+               n_proposals: int = 10_000, seed: int | None = None, progress_bar: bool = False,
+               return_chains: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """``n`` posterior samples ``(n, d)`` by MCMC; ``x_o`` is ``(d_x,)`` or an iid set ``(k, d_x)``.
+
+        The chains ``(chains, ceil(n / chains), d)`` are kept in ``self.chains`` and their rank-normalised
+        R-hat and bulk/tail ESS in ``self.mcmc_diagnostics`` (:mod:`telescope.samplers.convergence`); with
+        ``return_chains`` the result is ``(samples, chains)`` and a failed check warns.  The default many short
+        chains suit pooled samples; for diagnostics worth reading, ask for at least 4 draws per chain (e.g.
+        ``chains=20, warmup=100, thin=2``).
+        """
         n = check_count("n", n)
         potential = self._potential(self._x_set(x_o))
-        return mcmc_posterior(potential, self.prior, n, chains=chains, warmup=warmup, thin=thin,
-                              n_proposals=n_proposals, seed=seed, device=self.device,
-                              progress_bar=progress_bar).cpu()
+        s, ch = mcmc_posterior(potential, self.prior, n, chains=chains, warmup=warmup, thin=thin,
+                               n_proposals=n_proposals, seed=seed, device=self.device,
+                               progress_bar=progress_bar, return_chains=True)
+        return keep_chains(self, s, ch, return_chains, "NLE")
 
     @torch.no_grad()
     def sample_batched(self, x, n: int, *, chains: int = 20, warmup: int = 100, thin: int = 2,

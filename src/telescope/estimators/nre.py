@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import ResidualNet, fit_standardize
+from ..samplers.convergence import keep_chains
 from ..samplers.mcmc import mcmc_posterior, sir, slice_sample
 from ..simulators import as_simulator, seeded
 from ..train import split
@@ -576,7 +577,8 @@ class NRE(Estimator):
 
     def sample(self, x_o, n: int, *, method: str = "auto", min_acceptance: float | None = None, chunk: int = 20_000,
                chains: int = 100, warmup: int = 100, thin: int = 2, seed: int | None = None,
-               max_time: float = 600.0, progress_bar: bool = False) -> Tensor:
+               max_time: float = 600.0, progress_bar: bool = False,
+               return_chains: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """``n`` posterior samples ``(n, d)`` for one observation ``(*event)`` or an iid set ``(k, *event)``.
 
         Arguments:
@@ -590,10 +592,17 @@ class NRE(Estimator):
             max_time: rejection sampling gives up after this many seconds.
 
         The method used and the acceptance rate are stored in ``self.method`` and ``self.acceptance_rate``.
+        After MCMC the chains ``(chains, ceil(n / chains), d)`` are in ``self.chains`` and their R-hat and
+        bulk/tail ESS in ``self.mcmc_diagnostics`` (:mod:`telescope.samplers.convergence`); ``return_chains=True``
+        uses MCMC, returns ``(samples, chains)`` and warns when the check fails.
         """
         n = check_count("n", n)
         if method not in ("auto", "rejection", "mcmc"):
             raise ValueError(f"method must be 'auto', 'rejection' or 'mcmc', got {method!r}")
+        if return_chains:
+            if method == "rejection":
+                raise ValueError("return_chains=True needs method='mcmc' (or 'auto'); rejection sampling has no chains")
+            method = "mcmc"
         x_set = self._x_set(x_o)
         log_w = self._log_weight(x_set)
         if min_acceptance is None:
@@ -616,8 +625,9 @@ class NRE(Estimator):
                 lp = prior.log_prob(theta.cpu()).to(theta.device)
                 return lp + log_w(theta).to(lp)
 
-            return mcmc_posterior(potential, prior, n, chains=chains, warmup=warmup, thin=thin,
-                                  n_proposals=chunk, seed=seed, progress_bar=progress_bar).cpu()
+            s, ch = mcmc_posterior(potential, prior, n, chains=chains, warmup=warmup, thin=thin,
+                                   n_proposals=chunk, seed=seed, progress_bar=progress_bar, return_chains=True)
+            return keep_chains(self, s, ch, return_chains, "NRE")
 
     @torch.no_grad()
     def sample_batched(self, x, n: int, *, method: str = "auto", min_acceptance: float | None = None,

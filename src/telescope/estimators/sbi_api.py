@@ -255,9 +255,13 @@ def _wrap_sample(fn: Callable, batched: bool) -> Callable:
         x = self._x_or_default(x, what)
         n = math.prod(shape)
         out = fn(self, x, max(n, 1), **_translate(fn, kwargs, f"{type(self).__name__}.{what}"))
+        extra = ()
+        if isinstance(out, tuple):  # e.g. (samples, chains) with return_chains=True
+            out, extra = out[0], out[1:]
         if n == 0:
             out = out[:0]
-        return out.reshape(*shape, *out.shape[1:])
+        out = out.reshape(*shape, *out.shape[1:])
+        return (out, *extra) if extra else out
 
     return sample
 

@@ -46,7 +46,7 @@ import warnings
 import torch
 from torch import Tensor
 
-__all__ = ["rhat", "ess_bulk", "ess_tail", "ess", "split_rhat", "rank_normalize", "summary", "check_chains"]
+__all__ = ["rhat", "ess_bulk", "ess_tail", "ess", "split_rhat", "rank_normalize", "summary", "check_chains", "keep_chains"]
 
 
 def _as_chains(chains, name: str = "chains") -> Tensor:
@@ -229,3 +229,23 @@ def check_chains(chains, *, rhat_max: float = 1.01, min_ess: float | None = None
                       f"{'; '.join(problems)}. Run longer chains (more warmup or thinning) before trusting the "
                       f"samples", RuntimeWarning, stacklevel=stacklevel)
     return out
+
+
+def keep_chains(owner, samples: Tensor, chains: Tensor, return_chains: bool, what: str):
+    """Store an MCMC run on ``owner`` and return what its ``sample`` returns.
+
+    ``owner.chains`` gets the chains ``(chains, draws, d)`` and ``owner.mcmc_diagnostics`` their
+    :func:`check_chains` summary (``None`` when the chains hold fewer than 4 draws each, too few for split
+    diagnostics).  With ``return_chains`` the check warns when it fails and ``(samples, chains)`` is returned,
+    else ``samples``.
+    """
+    chains = chains.cpu()
+    owner.chains = chains
+    owner.mcmc_diagnostics = None
+    if chains.shape[1] >= 4:
+        owner.mcmc_diagnostics = check_chains(chains, warn=return_chains, what=what, stacklevel=4)
+    elif return_chains:
+        warnings.warn(f"{what}: {chains.shape[0]} chains of {chains.shape[1]} draws are too short for R-hat and ESS "
+                      f"(4 draws per chain at least): ask for more samples or fewer chains", RuntimeWarning,
+                      stacklevel=3)
+    return (samples.cpu(), chains) if return_chains else samples.cpu()

@@ -7,7 +7,8 @@ the same fit, so the columns differ only in how the trained networks are combine
 
     OMP_NUM_THREADS=1 python benchmarks/ml_ensemble.py --cases ou,gbm --repeats 5
 
-Prints JSON and writes ``runs/multilevel/ml_ensemble_<case>.json`` after every repeat (a rerun resumes).
+Prints JSON and writes ``runs/multilevel/ml_ensemble_<case>.json`` after every repeat (a rerun resumes), and the
+stacked column as method ``ml`` in ``ml_equal_cost_<case>.json`` for ``ml_equal_cost.py --report``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def score(case: Case, ml: Multilevel) -> dict:
     return out
 
 
+def export(case: Case, runs: dict) -> None:
+    """The stacked column as the ``ml`` method of ``ml_equal_cost.py`` (the same call on the same data), so that
+    ``ml_equal_cost.py --report`` can merge it."""
+    out = {"case": case.name, "n": case.n, "costs": case.costs, "budget": case.budget,
+           "runs": {f"ml/{r}": {"value": v["stacked"], "seconds": v["seconds"]} for r, v in runs.items()}}
+    (OUT / f"ml_equal_cost_{case.name}.json").write_text(json.dumps(out, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="gbm,ou,gk_npe,gk_nle,toggle")
@@ -77,6 +86,7 @@ def main() -> None:
             runs[str(r)] = {**score(case, ml), "seconds": time.perf_counter() - t0}
             print(name, r, json.dumps(runs[str(r)]), flush=True)
             path.write_text(json.dumps({"case": name, "runs": runs}, indent=1))
+            export(case, runs)
         results[name] = {v: stats([runs[k][v] for k in runs if v in runs[k]]) for v in VARIANTS}
     print(json.dumps(results, indent=1))
 

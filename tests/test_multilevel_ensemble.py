@@ -97,3 +97,19 @@ def test_default_fit_ends_in_a_stacked_mixture_that_saves_and_loads(tmp_path):
     back = Multilevel.load(tmp_path / "ml", PRIOR)
     assert isinstance(back.net, Mixture)
     assert torch.allclose(back.log_prob(theta, x), ml.log_prob(theta, x), atol=1e-5)
+
+
+def test_ml_nle_mixture_is_a_likelihood_mcmc_can_sample():
+    ladder = ts.FidelityLadder([_low, _high], noise=_noise, costs=[1.0, 10.0])
+    levels = ts.simulate_levels(ladder, PRIOR, n=[600, 40], seed=2, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ml = ts.MultilevelNLE(PRIOR, seed=0, transforms=1, hidden=(16,)).fit(levels, progress_bar=False,
+                                                                               max_epochs=10)
+    assert isinstance(ml.net, Mixture)
+    theta = torch.tensor([[0.5], [-1.0]])
+    x = torch.tensor([[0.5, 0.25]])
+    ll = ml.log_likelihood(theta, x)
+    assert ll.shape == (2, 1) and torch.isfinite(ll).all()
+    s = ml.sample(torch.tensor([0.5, 0.25]), 40, seed=0)
+    assert s.shape == (40, 1) and bool(((s > -2) & (s < 2)).all())

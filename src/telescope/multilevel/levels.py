@@ -225,10 +225,16 @@ def split_level(level: Level, val_fraction: float, generator: torch.Generator) -
     return Level({k: v[tr] for k, v in level.items()}), Level({k: v[va] for k, v in level.items()})
 
 
+def at_fidelity(levels: Sequence[Level], l: int) -> tuple[Tensor, Tensor]:
+    """Every simulation of fidelity ``l``: level ``l``'s (high members of its pairs for ``l >= 1``) plus the low
+    members of level ``l + 1``'s pairs."""
+    theta, x = [levels[l]["theta"]], [levels[l]["x"]]
+    if len(levels) > l + 1:
+        theta.append(levels[l + 1]["theta"])
+        x.append(levels[l + 1]["x_low"])
+    return torch.cat(theta), torch.cat(x)
+
+
 def cheap(levels: Sequence[Level]) -> tuple[Tensor, Tensor]:
     """All level-0 simulations: ``(theta_0, x_0)`` plus the low members of level 1's pairs."""
-    theta, x = [levels[0]["theta"]], [levels[0]["x"]]
-    if len(levels) > 1:
-        theta.append(levels[1]["theta"])
-        x.append(levels[1]["x_low"])
-    return torch.cat(theta), torch.cat(x)
+    return at_fidelity(levels, 0)

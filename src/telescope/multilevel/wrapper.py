@@ -13,7 +13,8 @@ validation estimate on a handful of held-out pairs is so noisy that early stoppi
 
 1. one train/validation split of every level (pairs stay whole) serves all stages;
 2. **pre-training** on every cheap simulation (level 0 and the cheap members of level 1's pairs) with
-   the ordinary loss (the transfer-learning idea of Krouglova et al. 2025, arXiv 2502.08416);
+   the ordinary loss (the transfer-learning idea of Krouglova et al. 2025, arXiv 2502.08416); with more
+   than two levels, then on every simulation of each intermediate fidelity in turn, up the ladder;
 3. **fine-tuning** with the multilevel loss — eq. (2), or its control-variate form with coefficients
    ``weights`` (:mod:`telescope.multilevel.weights`) — and Algorithm 1;
 4. **validation** by the multilevel estimate of the held-out high-fidelity loss plus ``val_se`` standard
@@ -81,7 +82,7 @@ from ..simulators import seeded
 from ..train import train
 from .adjust import GradientAdjustment
 from .budget import plan_and_fit
-from .levels import Level, as_levels, check_coupling, cheap, pooled, split_level
+from .levels import Level, as_levels, at_fidelity, check_coupling, cheap, pooled, split_level
 from .loss import mlmc_terms
 from .ensemble import Mixture, stack
 from .safeguard import compare, pair_losses, per_sample_losses
@@ -277,6 +278,11 @@ class Multilevel:
             h = train(net, est._loss, est._data(*cheap(tr)), val_data=est._data(*cheap(va)), val_fraction=vf,
                       **{**kwargs, "desc": f"pre-train ML-{type(est).__name__} on level 0"})
             record["pretrain"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"], "seconds": h["seconds"]}
+            for l in range(1, L):  # more than two levels: up the ladder, one intermediate fidelity at a time
+                h = train(net, est._loss, est._data(*at_fidelity(tr, l)), val_data=est._data(*at_fidelity(va, l)),
+                          val_fraction=vf, val_initial=True,
+                          **{**kwargs, "desc": f"pre-train ML-{type(est).__name__} on fidelity {l}"})
+                record[f"pretrain_{l}"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"]}
         pre = copy.deepcopy(net.state_dict())
         a = [1.0] * L
         if isinstance(self.weights, (list, tuple)):

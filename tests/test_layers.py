@@ -31,7 +31,7 @@ STAGES: list[tuple[str, list[str]]] = [
     ("tasks", ["telescope.tasks"]),
     ("multilevel and MLMC", ["telescope.multilevel", "telescope.mlmc", "telescope.mlmc_diffusion"]),
     ("facade", []),  # the package root ``telescope``: nothing below may import it
-    ("applications", ["telescope.bench", "telescope.cli", "telescope.cli_bench", "telescope.cli_mlmc",
+    ("applications", ["telescope.bench", "telescope.cli", "telescope.cli_bench", "telescope.cli_mlmc", "telescope.cli_pipeline",
                       "telescope.cli_simulate", "telescope.mlmc_experiments", "telescope.mlmc_npse"]),
 ]
 

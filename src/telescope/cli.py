@@ -3,6 +3,9 @@
     telescope demo [--task two_moons] [--method npe] [--n 10000] [--out telescope-report]
     telescope tasks [--regenerate NAME [--observations 1,2] [--n 10000]]
     telescope simulate TASK --n N --store PATH [--workers W] [--scheduler ADDRESS]
+    telescope simulate --simulator pkg.module:function --prior pkg.module:prior --n N --store PATH
+    telescope train --method npe --store PATH --prior pkg.module:prior --out DIR
+    telescope sample DIR --observation x_o.npy --n 1000 --out samples.csv
     telescope store info PATH | telescope store checkpoint PATH
     telescope mlmc-test ...
     telescope bench --methods npe,nre_c --tasks two_moons --budgets 1000 [--seeds 0,1] [--out FILE] | --summary FILE
@@ -163,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n", type=int, default=10_000, help="with --regenerate: reference samples per observation")
     t.set_defaults(func=cmd_tasks)
 
-    for mod in ("cli_simulate", "cli_mlmc", "cli_bench"):  # subcommands of other modules, when present
+    for mod in ("cli_simulate", "cli_pipeline", "cli_mlmc", "cli_bench"):  # subcommands of other modules, when present
         try:
             m = importlib.import_module(f"telescope.{mod}")
         except ModuleNotFoundError as e:

@@ -25,7 +25,10 @@ def add_parsers(subparsers) -> None:
         description="Simulate n parameters of a task's prior into an on-disk store. Running the same "
                     "command again resumes an interrupted campaign; the data depend only on --seed, --n "
                     "and --batch-size, whatever the workers or scheduler.")
-    p.add_argument("task", help="task name (see telescope.tasks.list())")
+    p.add_argument("task", nargs="?", help="task name (see telescope.tasks.list()); or --simulator and --prior")
+    p.add_argument("--simulator", help="your simulator as package.module:function (theta (n, d) -> x (n, ...))")
+    p.add_argument("--prior", help="your prior as package.module:attribute (a torch Distribution or a function "
+                                   "returning one), with --simulator")
     p.add_argument("--n", type=int, required=True, help="number of simulations")
     p.add_argument("--store", required=True, help="store directory (created if missing), e.g. runs/x")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: this process)")
@@ -67,8 +70,22 @@ def cmd_simulate(args) -> int:
         print("telescope: note: --workers is ignored with --scheduler (the Dask cluster's workers run the batches)",
               file=sys.stderr)
     try:
-        task = tasks.get(args.task)
-        data = run_campaign(task.simulator, task.prior, args.n, seed=args.seed, batch_size=args.batch_size,
+        if args.simulator or args.prior:
+            from .cli_pipeline import load_object, load_prior
+
+            if args.task or not (args.simulator and args.prior):
+                raise ValueError("give a task name, or --simulator package.module:function together with --prior "
+                                 "package.module:prior (not both)")
+            simulator, prior = load_object(args.simulator, "--simulator"), load_prior(args.prior)
+            if not callable(simulator):
+                raise ValueError(f"--simulator {args.simulator!r} is a {type(simulator).__name__}, not a function")
+            args.task = args.simulator
+        elif not args.task:
+            raise ValueError("give a task name (telescope tasks lists them) or --simulator and --prior")
+        else:
+            task = tasks.get(args.task)
+            simulator, prior = task.simulator, task.prior
+        data = run_campaign(simulator, prior, args.n, seed=args.seed, batch_size=args.batch_size,
                             store=args.store, workers=1 if args.scheduler else args.workers,
                             scheduler=args.scheduler, progress_bar=not args.quiet, timeout=args.timeout)
     except (ValueError, TypeError, RuntimeError, OSError) as e:

@@ -16,7 +16,7 @@ import torch
 
 from telescope.estimators.nre import NRE
 from telescope.priors import Gaussian
-from telescope.simulators import Simulator
+from telescope.simulation.simulators import Simulator
 
 D, S = 2, 0.5
 PRIOR = Gaussian(torch.zeros(D), torch.ones(D))

@@ -13,11 +13,11 @@ import warnings
 import pytest
 import torch
 
-from telescope.campaign import SimulatorFailing, run_campaign
 from telescope.priors import BoxUniform
-from telescope.simulate import simulate
-from telescope.simulators import Simulator
-from telescope.store import db_file, load_simulations
+from telescope.simulation.campaign import SimulatorFailing, run_campaign
+from telescope.simulation.simulate import simulate
+from telescope.simulation.simulators import Simulator
+from telescope.simulation.store import db_file, load_simulations
 
 PRIOR = BoxUniform([-1.0, -1.0], [1.0, 1.0])
 
@@ -62,7 +62,7 @@ SCRIPT = '''
 import os, sys, time
 import torch
 from telescope.priors import BoxUniform
-from telescope.simulate import simulate
+from telescope.simulation.simulate import simulate
 
 def slow_sim(theta):
     time.sleep(float(os.environ.get("SLOW_SECONDS", "0.1")))

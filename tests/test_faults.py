@@ -7,11 +7,11 @@ import time
 import pytest
 import torch
 
-from telescope.campaign import SimulatorFailing, run_campaign
 from telescope.priors import BoxUniform
-from telescope.simulate import simulate
-from telescope.simulators import Simulator, batch_seed, level_seed
-from telescope.store import load_simulations, store_info
+from telescope.simulation.campaign import SimulatorFailing, run_campaign
+from telescope.simulation.simulate import simulate
+from telescope.simulation.simulators import Simulator, batch_seed, level_seed
+from telescope.simulation.store import load_simulations, store_info
 
 PRIOR = BoxUniform([-1.0, -1.0], [1.0, 1.0])
 
@@ -107,7 +107,7 @@ def test_timeout_on_the_serial_backend_is_a_clear_error():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_timeout_reaches_simulate_levels():
-    from telescope.ladder import simulate_levels
+    from telescope.simulation.ladder import simulate_levels
 
     with pytest.raises(ValueError, match="timeout=2 needs"):
         simulate_levels([_x, _x], PRIOR, [20, 10], timeout=2, progress_bar=False)
@@ -171,7 +171,7 @@ def test_stores_of_earlier_versions_resume_on_their_code_fingerprint(tmp_path):
     import json
     import sqlite3
 
-    from telescope.store import db_file
+    from telescope.simulation.store import db_file
 
     sim = Simulator(_noisy_with(0.08), name="sim")
     store = tmp_path / "s"
@@ -224,7 +224,7 @@ def test_seeds_use_the_full_64_bit_range_and_small_seeds_keep_their_streams():
     (-(2**63) - 1, ValueError, r"seed must be an integer in"),
 ])
 def test_bad_seeds_are_refused_by_name(seed, err, match):
-    from telescope.ladder import simulate_levels
+    from telescope.simulation.ladder import simulate_levels
 
     with pytest.raises(err, match=match):
         simulate(_x, PRIOR, 5, seed=seed, progress_bar=False)
@@ -269,7 +269,7 @@ def balanced_sampler(level, n):
 def test_mlmc_never_reports_a_nan_bias_as_converged():
     import math
 
-    from telescope.mlmc import MLMCWarning, _bias_safe, mlmc
+    from telescope.mlmc.driver import MLMCWarning, _bias_safe, mlmc
 
     with pytest.warns(MLMCWarning, match="could not fit the weak-error rate alpha"):
         res = mlmc(balanced_sampler, 2e-3, progress=False)
@@ -371,7 +371,7 @@ class _Tilted(torch.distributions.Distribution):
 
 
 def test_prior_fingerprint_covers_its_density(tmp_path):
-    from telescope.campaign import prior_info
+    from telescope.simulation.campaign import prior_info
 
     a, b = prior_info(_Tilted(0.0)), prior_info(_Tilted(0.5))
     assert a["fingerprint"] == b["fingerprint"] and a["state_fingerprint"] != b["state_fingerprint"]
@@ -389,7 +389,7 @@ def test_prior_fingerprint_covers_its_density(tmp_path):
 def test_old_store_with_a_seed_outside_32_bits_is_not_resumed_from_another_stream(tmp_path):
     import sqlite3
 
-    from telescope.store import db_file
+    from telescope.simulation.store import db_file
 
     store = tmp_path / "s"
     simulate(_x, PRIOR, 10, seed=2**40, batch_size=5, store=store, progress_bar=False)

@@ -111,7 +111,7 @@ def complex_sim(theta):
 
 
 def test_complex_simulator_output_is_refused_not_cut():
-    from telescope.campaign import SimulatorFailing
+    from telescope.simulation.campaign import SimulatorFailing
 
     with pytest.raises(SimulatorFailing, match="returned complex x"):
         ts.simulate(complex_sim, PRIOR, 10, progress_bar=False)

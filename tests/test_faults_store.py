@@ -11,12 +11,12 @@ import warnings
 import pytest
 import torch
 
-import telescope.store as store_mod
-from telescope.campaign import run_campaign
+import telescope.simulation.store as store_mod
 from telescope.cli_simulate import add_parsers
 from telescope.priors import BoxUniform
-from telescope.simulate import simulate
-from telescope.store import checkpoint, db_file, load_simulations, store_info
+from telescope.simulation.campaign import run_campaign
+from telescope.simulation.simulate import simulate
+from telescope.simulation.store import checkpoint, db_file, load_simulations, store_info
 
 PRIOR = BoxUniform([-1.0, -1.0], [1.0, 1.0])
 
@@ -121,7 +121,7 @@ def test_store_whose_simulations_all_failed(tmp_path):
 
 
 def test_store_without_finished_batches(tmp_path):
-    from telescope.campaign import SimulatorFailing
+    from telescope.simulation.campaign import SimulatorFailing
 
     store = tmp_path / "e"
     with pytest.raises(SimulatorFailing):
@@ -161,23 +161,23 @@ def test_hand_edited_meta_is_named(tmp_path):
 
 CRASH = '''
 import os, sys, torch
-from telescope.campaign import run_batch
+from telescope.simulation.campaign import run_batch
 from telescope.priors import BoxUniform
-from telescope.simulate import simulate
-from telescope.store import Store
+from telescope.simulation.simulate import simulate
+from telescope.simulation.store import Store
 
 def sim(theta):
     return theta + 0.1 * torch.randn_like(theta)
 
 simulate(sim, BoxUniform([-1.0, -1.0], [1.0, 1.0]), 10, batch_size=5, store=sys.argv[1], progress_bar=False)
 # a second campaign that dies after writing more batches: they stay in the -wal file
-from telescope.campaign import Level, _open_store, simulator_info
-from telescope.simulators import as_simulator
+from telescope.simulation.campaign import Level, _open_store, simulator_info
+from telescope.simulation.simulators import as_simulator
 s = as_simulator(sim)
 prior = BoxUniform([-1.0, -1.0], [1.0, 1.0])
 st = _open_store(sys.argv[1], "simulate", 0, [Level(0, (s,), 20, 5, 0)], prior, [simulator_info(s)])
 st.con.execute("PRAGMA wal_autocheckpoint=0")
-from telescope.simulators import batch_seed
+from telescope.simulation.simulators import batch_seed
 for b in (2, 3):
     st.write_batch(0, b, batch_seed(0, b), run_batch((s,), prior, 5, batch_seed(0, b)))
 os._exit(0)  # no close: the new batches are only in the write-ahead log
@@ -252,7 +252,7 @@ def test_store_interrupted_while_being_created_is_reused(tmp_path):
 def test_fit_store_trains_every_estimator_from_a_memory_mapped_export(tmp_path, cls):
     """Issue 20, case 11: training from a store without loading it (minibatches from memory-mapped files)."""
     import telescope as ts
-    from telescope.store import export_arrays
+    from telescope.simulation.store import export_arrays
 
     store = tmp_path / "s"
     simulate(sim, PRIOR, 600, batch_size=100, store=store, progress_bar=False)
@@ -266,7 +266,7 @@ def test_fit_store_trains_every_estimator_from_a_memory_mapped_export(tmp_path, 
 
 def test_fit_store_follows_the_invalid_policy_and_refreshes_the_export(tmp_path):
     import telescope as ts
-    from telescope.store import export_arrays
+    from telescope.simulation.store import export_arrays
 
     store = tmp_path / "s"
     with warnings.catch_warnings():

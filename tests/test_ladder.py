@@ -7,10 +7,10 @@ import warnings
 import pytest
 import torch
 
-from telescope.ladder import FidelityLadder, simulate_levels
 from telescope.priors import BoxUniform
-from telescope.simulators import Simulator, batch_seed, level_seed, seeded, theta_seed
-from telescope.store import db_file, load_simulations, store_info
+from telescope.simulation.ladder import FidelityLadder, simulate_levels
+from telescope.simulation.simulators import Simulator, batch_seed, level_seed, seeded, theta_seed
+from telescope.simulation.store import db_file, load_simulations, store_info
 
 PRIOR = BoxUniform([-1.0, -1.0], [1.0, 1.0])
 

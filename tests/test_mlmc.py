@@ -27,7 +27,7 @@ from telescope.mlmc import (
     select_start_level,
     start_level_from,
 )
-from telescope.mlmc_diffusion import CoupledDiffusion
+from telescope.mlmc.coupled import CoupledDiffusion
 from telescope.mlmc_experiments import GaussianData
 
 
@@ -285,9 +285,9 @@ def test_doctests():
     import doctest
 
     import telescope.diffusion
-    import telescope.mlmc
-    import telescope.mlmc_diffusion
+    import telescope.mlmc.coupled
+    import telescope.mlmc.driver
     import telescope.mlmc_experiments
 
-    for mod in (telescope.mlmc, telescope.diffusion, telescope.mlmc_diffusion, telescope.mlmc_experiments):
+    for mod in (telescope.mlmc.driver, telescope.diffusion, telescope.mlmc.coupled, telescope.mlmc_experiments):
         assert doctest.testmod(mod).failed == 0, mod.__name__

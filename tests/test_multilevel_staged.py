@@ -11,7 +11,7 @@ import telescope as ts
 from telescope.estimators import NPE
 from telescope.multilevel import Multilevel, MultilevelNPE, mlmc_terms
 from telescope.multilevel.weights import coefficients, weighted_mean
-from telescope.train import train
+from telescope.training import train
 
 PRIOR = ts.BoxUniform([-2.0], [2.0])
 NET = dict(transforms=1, hidden=(32,), bins=8)

@@ -11,9 +11,9 @@ import torch
 
 from telescope.cli_simulate import add_parsers
 from telescope.priors import BoxUniform, Gaussian
-from telescope.simulate import simulate
-from telescope.simulators import Simulator
-from telescope.store import Store, db_file, load_simulations, store_info
+from telescope.simulation.simulate import simulate
+from telescope.simulation.simulators import Simulator
+from telescope.simulation.store import Store, db_file, load_simulations, store_info
 
 PRIOR = BoxUniform([-1.0, -1.0], [1.0, 1.0])
 
@@ -86,7 +86,7 @@ def test_refuses_to_mix_a_different_campaign(tmp_path, change, match):
 def test_extending_a_campaign_simulates_only_new_batches(tmp_path):
     store = tmp_path / "run"
     simulate(sim_a, PRIOR, 100, seed=1, batch_size=20, store=store, progress_bar=False)
-    from telescope.campaign import run_campaign
+    from telescope.simulation.campaign import run_campaign
 
     res = run_campaign(sim_a, PRIOR, 170, seed=1, batch_size=20, store=store, progress_bar=False)
     assert res["summary"]["batches_run"] == 4 and res["summary"]["batches_resumed"] == 5

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from telescope.train import NonFiniteLossError, train
+from telescope.training import NonFiniteLossError, train
 
 
 def _linear_data(n=2000, seed=0):
@@ -58,7 +58,7 @@ def test_best_weights_are_restored():
     hist = train(net, _mse, data, lr=1.0, clip=None, max_epochs=30, patience=30, progress_bar=False, seed=1)
     with torch.no_grad():
         # recompute the validation loss of the restored weights on the same split
-        from telescope.train import split
+        from telescope.training import split
         _, val = split(data, 0.1, torch.Generator().manual_seed(1))
         assert _mse(net, val).item() == pytest.approx(hist["best_val_loss"], rel=1e-4)
 

@@ -177,7 +177,7 @@ def _init_keywords(kind: str) -> set[str]:
 
 def _fit_keywords(kind: str) -> set[str]:
     """Arguments ``fit_options`` may set for an estimator kind: its constructor's and the training loop's."""
-    from .train import train
+    from .training import train
 
     cls = _estimator_class(kind)
     skip = {"self", "prior", "module", "loss_fn", "data", "progress_bar", "desc", "device", "seed", "backward",

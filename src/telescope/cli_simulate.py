@@ -64,7 +64,7 @@ def cmd_simulate(args) -> int:
     import warnings
 
     from . import tasks
-    from .campaign import failure_message, run_campaign
+    from .simulation.campaign import failure_message, run_campaign
 
     if args.scheduler and args.workers != 1:
         print("telescope: note: --workers is ignored with --scheduler (the Dask cluster's workers run the batches)",
@@ -101,7 +101,7 @@ def cmd_simulate(args) -> int:
 
 
 def format_info(info: dict) -> str:
-    """Human-readable text of :func:`telescope.store.store_info`."""
+    """Human-readable text of :func:`telescope.simulation.store.store_info`."""
     lines = [f"store      {info['path']}",
              f"file       {info['file']} ({_size(info['size_bytes'])}, {info['format']})",
              f"kind       {info['kind']}() campaign, seed {info['seed']}, written by telescope "
@@ -130,7 +130,7 @@ def _size(n: int) -> str:
 
 
 def cmd_store_info(args) -> int:
-    from .store import store_info
+    from .simulation.store import store_info
 
     try:
         info = store_info(args.path)
@@ -141,7 +141,7 @@ def cmd_store_info(args) -> int:
 
 
 def cmd_store_checkpoint(args) -> int:
-    from .store import checkpoint
+    from .simulation.store import checkpoint
 
     try:
         res = checkpoint(args.path)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .simulators import as_simulator, seeded
+from .simulation.simulators import as_simulator, seeded
 from .utils import check_count
 
 __all__ = [

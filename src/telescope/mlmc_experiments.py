@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .diffusion import VPSchedule, ddim_coefficients, sampler_eta
-from .mlmc_diffusion import CoupledDiffusion
+from .mlmc.coupled import CoupledDiffusion
 
 __all__ = ["GaussianData", "gaussian_problem", "DigitsEps", "digits_loss", "train_digits_model", "digits_problem",
            "load_digits_tensor", "load_or_train_digits", "plot_digits_samples", "run_gaussian", "run_digits",
@@ -245,7 +245,7 @@ def _task_batch(x0: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def digits_loss(schedule: VPSchedule, t_min: float = 1e-3) -> Callable:
-    """The multitask denoising loss ``loss_fn(net, {"x": x0})`` for :func:`telescope.train.train`.
+    """The multitask denoising loss ``loss_fn(net, {"x": x0})`` for :func:`telescope.training.train`.
 
     Each row gets a random task: unconditional (used for denoising), super-resolution
     conditioned on the 2x2 average-pooled image, or inpainting in which the observed pixels
@@ -271,11 +271,11 @@ def train_digits_model(x: Tensor, *, schedule: VPSchedule, steps: int = 12000, b
                        log: Callable[[str], None] | None = None) -> DigitsEps:
     """Train :class:`DigitsEps` on all three tasks at once (:func:`digits_loss`).
 
-    Uses telescope's one training loop (:func:`telescope.train.train`): minibatch Adam for
+    Uses telescope's one training loop (:func:`telescope.training.train`): minibatch Adam for
     about ``steps`` steps (whole epochs), no validation split, an exponential moving average
     of the weights (``ema``) as the final model.
     """
-    from .train import train
+    from .training import train
 
     torch.manual_seed(seed)
     net = DigitsEps(hidden=hidden)
@@ -357,7 +357,7 @@ def _save(result: dict, out_dir, name: str, title: str, log) -> dict:
     import json
     import os
 
-    from .mlmc_plots import plot_mlmc
+    from .plots.mlmc import plot_mlmc
 
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.join(out_dir, f"{name}.png")
@@ -390,7 +390,7 @@ def run_gaussian(out_dir: str | None = None, *, d: int = 4, sampler: str = "ddpm
     values and rates on the fitted levels) and ``error`` (RMS error of each MLMC estimate
     against the exact second moment of the data and against the sampler's exact limit).
     """
-    from .mlmc import fit_rate, mlmc_test
+    from .mlmc.driver import fit_rate, mlmc_test
 
     data = GaussianData(torch.linspace(-1.0, 1.0, d) if d > 1 else torch.tensor([1.0]), 0.5, VPSchedule())
     lv = CoupledDiffusion(data.eps, shape=(d,), schedule=data.schedule, sampler=sampler, eta=eta, M=M,
@@ -496,7 +496,7 @@ def run_digits(out_dir: str | None = None, *, tasks=TASKS, model: str | None = N
     complexity test for ``eps`` (rms error per pixel of :math:`E[x^2 | y]`, pixels in
     ``[-1, 1]``).  Returns ``{task: result}`` plus ``"model"`` (its config).
     """
-    from .mlmc import mlmc_test
+    from .mlmc.driver import mlmc_test
 
     schedule = VPSchedule()
     net, cfg = load_or_train_digits(model, schedule=schedule, steps=train_steps, seed=seed, progress=progress,

@@ -3,7 +3,7 @@ r"""MLMC over the number of sampler steps for telescope's own NPSE posteriors (e
 Haji-Ali, Pereyra, Shaw, Zygalakis (2025) estimate posterior expectations
 :math:`E[f(\theta) | x]` from a diffusion sampler by the telescoping sum over samplers with
 :math:`T_0 M^\ell` reverse steps (eq. (14), Algorithm 1), the fine and coarse paths of a level
-driven by the same Gaussian increments (Algorithm 2, :class:`telescope.mlmc_diffusion.CoupledDiffusion`).
+driven by the same Gaussian increments (Algorithm 2, :class:`telescope.mlmc.CoupledDiffusion`).
 Here the diffusion model is a trained :class:`telescope.NPSE` (Linhart et al. 2024, paper 3):
 
 * one observation: the network :math:`\epsilon_\psi(z_t, x_o, t)`;
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .mlmc_diffusion import CoupledDiffusion
+from .mlmc.coupled import CoupledDiffusion
 from .mlmc_experiments import _save, summary
 
 __all__ = ["gaussian_linear_moments", "npse_problem", "train_npse_gaussian_linear", "run_npse"]
@@ -202,7 +202,7 @@ def run_npse(out_dir: str | None = None, *, dim: int = 2, prior_var: float = 1.0
         the :func:`telescope.mlmc.mlmc_test` output plus ``problem`` (settings), ``truth``
         (analytic moments, and each estimate's error) and ``seconds``.
     """
-    from .mlmc import mlmc_test
+    from .mlmc.driver import mlmc_test
 
     bad = [p for p in posteriors if p not in ("single", "tall")]
     if bad or not posteriors:

@@ -2,7 +2,7 @@
 
 An estimator is a small object holding a prior, a network built at ``fit`` (whose shapes and
 standardisation statistics come from the training data), and a loss.  Training goes through
-:func:`telescope.train.train`.  Saving writes ``config.json`` (class, version, constructor
+:func:`telescope.training.train`.  Saving writes ``config.json`` (class, version, constructor
 arguments, data shapes) and ``weights.pt`` (a plain state dict of tensors, loaded with
 ``weights_only=True``): no pickled modules, so a saved estimator survives refactoring.
 """
@@ -21,8 +21,8 @@ from torch.overrides import TorchFunctionMode
 
 from .._version import __version__
 from ..priors import check_prior, in_support
-from ..simulators import seeded
-from ..train import train
+from ..simulation.simulators import seeded
+from ..training import train
 from ..utils import as_device, check_count, check_matrix
 from .sbi_api import SBIInterface, sbi_compatible
 
@@ -139,7 +139,7 @@ class Estimator(SBIInterface):
 
         ``invalid`` says what to do with failed simulations (NaN/inf in x): ``"drop"`` (with a warning;
         the default of posterior estimators) or ``"refuse"`` (the default of NLE and NRE, for which
-        dropping biases the posterior).  Other keyword arguments go to :func:`telescope.train.train`
+        dropping biases the posterior).  Other keyword arguments go to :func:`telescope.training.train`
         (batch_size, lr, max_epochs, patience, val_fraction, clip, max_time, progress_bar, ...).
         """
         _check_train_kwargs(train_kwargs)
@@ -156,7 +156,7 @@ class Estimator(SBIInterface):
         """Train on the simulations of a :func:`telescope.simulate` store without loading them into memory.
 
         The usable rows are exported once to memory-mapped ``.npy`` files next to the store
-        (:func:`telescope.store.export_arrays`) and training reads its minibatches from there: the memory
+        (:func:`telescope.simulation.store.export_arrays`) and training reads its minibatches from there: the memory
         it needs does not grow with the number of simulations (the mapped pages are page cache the
         operating system can reclaim), only an index of 8 bytes per simulation does.  Differences from
         ``fit(*load_simulations(store))``: the validation split is the last ``val_fraction`` of the rows
@@ -165,7 +165,7 @@ class Estimator(SBIInterface):
 
         Returns ``self``.
         """
-        from ..store import export_arrays
+        from ..simulation.store import export_arrays
 
         _check_train_kwargs(train_kwargs)
         invalid = self._check_invalid(invalid)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..samplers.convergence import keep_chains
 from ..samplers.mcmc import mcmc_posterior, sir, slice_sample
-from ..simulators import seeded
+from ..simulation.simulators import seeded
 from ..utils import check_count
 from .base import Estimator
 from .flows import ConditionalFlow, check_flow_args

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..priors import in_support
-from ..simulators import seeded
+from ..simulation.simulators import seeded
 from ..utils import check_count
 from .base import Estimator
 from .flows import ConditionalFlow, check_flow_args

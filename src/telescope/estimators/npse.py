@@ -20,7 +20,7 @@ layers of 64), ``t`` through the embedding :math:`(\cos(i\pi t), \sin(i\pi t))_{
 256, 128).  The first layer of that head is split into a ``z``, an ``x`` and a ``t`` part, so
 the ``x`` part is computed once per observation when sampling.
 
-**Training** goes through :func:`telescope.train.train` with an exponential moving average of
+**Training** goes through :func:`telescope.training.train` with an exponential moving average of
 the weights (``ema=0.999``) and early stopping on a held-out split.  The validation loss uses
 fixed noise and times (a seeded generator, several draws per row), so it is a deterministic
 function of the weights and early stopping compares like with like; training stops after
@@ -328,7 +328,7 @@ class NPSE(Estimator):
         :math:`-\sqrt{1-\bar\alpha_t}` times the composed score.  States ``z`` are standardised
         parameters (``self.net.to_working`` / ``self.net.from_working`` map to and from ``theta``);
         ``y`` is ignored, so the callable plugs into any sampler that takes ``eps(x_t, t, y)``, e.g.
-        :class:`telescope.mlmc_diffusion.CoupledDiffusion` (MLMC over the number of sampler steps).
+        :class:`telescope.mlmc.CoupledDiffusion` (MLMC over the number of sampler steps).
 
         Arguments:
             x: one observation or a set of i.i.d. observations of one parameter.

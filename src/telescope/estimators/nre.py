@@ -57,8 +57,8 @@ from torch import Tensor, nn
 from ..nn import ResidualNet, fit_standardize
 from ..samplers.convergence import keep_chains
 from ..samplers.mcmc import mcmc_posterior, sir, slice_sample
-from ..simulators import as_simulator, seeded
-from ..train import split
+from ..simulation.simulators import as_simulator, seeded
+from ..training import split
 from ..utils import check_count
 from .base import Estimator, _check_train_kwargs
 
@@ -421,7 +421,7 @@ class NRE(Estimator):
     def fit(self, theta, x, *, mi_samples: int = 100, invalid: str | None = None, **train_kwargs) -> NRE:
         r"""Train on simulations ``theta (n, d)``, ``x (n, *event)``; returns ``self``.
 
-        Keyword arguments go to :func:`telescope.train.train`.  After training, the mutual-information
+        Keyword arguments go to :func:`telescope.training.train`.  After training, the mutual-information
         bounds :math:`\hat I^{(0)}`, :math:`\hat I^{(1)}` (paper 2, eqs. 48, 61) are computed on the
         validation split with ``mi_samples`` prior draws per observation and stored in
         ``history["mi"]`` (``mi_samples=0`` skips them).  Compare them across estimators for model
@@ -471,7 +471,7 @@ class NRE(Estimator):
         is drawn anew from ``prior`` and ``simulator``.  An epoch is ``n_per_epoch * (1 - val_fraction)``
         training pairs.  ``history["simulations"]`` counts all simulations used.
         """
-        from ..simulate import simulate
+        from ..simulation.simulate import simulate
 
         n_per_epoch = check_count("n_per_epoch", n_per_epoch, 2)
         sim = as_simulator(simulator)

@@ -38,8 +38,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .diffusion import EpsFn, VPSchedule, _check_clip, ddim_coefficients, initial_state, predict_x0, sampler_eta
-from .utils import as_device
+from ..diffusion import EpsFn, VPSchedule, _check_clip, ddim_coefficients, initial_state, predict_x0, sampler_eta
+from ..utils import as_device
 
 __all__ = ["CoupledDiffusion", "square"]
 

@@ -44,7 +44,7 @@ sampler that accepts a keyword ``coarse`` is called with ``coarse=False`` at a b
 above 0, so it need not compute the unused coarse path.
 
 :func:`convergence_test` and :func:`complexity_test` are Giles' standard ``mlmc_test``
-checks, returning JSON-able dicts; :func:`telescope.mlmc_plots.plot_mlmc` draws them as the
+checks, returning JSON-able dicts; :func:`telescope.plots.plot_mlmc` draws them as the
 panels of Figure 3 of Haji-Ali et al.
 
 References:
@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from .utils import progress as _progress
+from ..utils import progress as _progress
 
 __all__ = [
     "LevelSampler",
@@ -766,7 +766,7 @@ def mlmc_test(sampler: LevelSampler, *, n: int, L: int, eps: Sequence[float], M:
     """The convergence test on levels ``0..L`` and then the complexity test for ``eps``.
 
     ``plot`` is a path for the Figure-3 panels (PNG), drawn by
-    :func:`telescope.mlmc_plots.plot_mlmc`.
+    :func:`telescope.plots.plot_mlmc`.
 
     Returns:
         ``{"convergence": ..., "complexity": ...}`` (JSON-able).
@@ -780,7 +780,7 @@ def mlmc_test(sampler: LevelSampler, *, n: int, L: int, eps: Sequence[float], M:
                            norm=norm, cost=cost, batch_size=batch_size, progress=progress, **kwargs)
     result = {"convergence": conv, "complexity": comp}
     if plot is not None:
-        from .mlmc_plots import plot_mlmc
+        from ..plots.mlmc import plot_mlmc
 
         plot_mlmc(result, path=plot, title=title)
     return result

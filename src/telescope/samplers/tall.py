@@ -399,7 +399,7 @@ class TallSampler:
         units), i.e. :math:`-\sqrt{v_t}` times the composed score; one DDIM step with it is one
         step of :meth:`sample` (before clipping).  Costs ``n_obs`` network evaluations per row.
         Any diffusion sampler that takes a noise-prediction callable can run on it, e.g.
-        :class:`telescope.mlmc_diffusion.CoupledDiffusion` (:meth:`telescope.NPSE.noise_predictor`).
+        :class:`telescope.mlmc.CoupledDiffusion` (:meth:`telescope.NPSE.noise_predictor`).
         """
         if self.method == "fnpse":
             raise ValueError("composed_eps needs method 'gauss' or 'jac' (F-NPSE is a Langevin sampler, not a "

@@ -13,7 +13,20 @@ or on interruptions.  Backends only decide *where* batches run:
 
 * ``serial`` — in this process, in index order;
 * ``processes`` — ``workers`` local processes (``concurrent.futures``; forkserver start);
-* ``dask`` — a ``dask.distributed`` cluster (``client=`` or ``scheduler="tcp://..."``).
+* ``dask`` — a ``dask.distributed`` cluster (``client=`` or ``scheduler="tcp://..."``);
+* an executor object — anything with ``submit(fn, *args)`` returning a future: loky's
+  ``get_reusable_executor()``, ``mpi4py.futures.MPIPoolExecutor()``, submitit's ``AutoExecutor`` (SLURM)
+  or ``LocalExecutor``, a Dask client's ``get_executor()``, ``concurrent.futures`` pools.  Each batch is
+  one call ``_executor_task(payload, digest, task)``; the simulator and prior travel pickled (cloudpickle)
+  in the payload.  SLURM with submitit::
+
+      import submitit
+      ex = submitit.AutoExecutor(folder="slurm_logs")
+      ex.update_parameters(timeout_min=60, slurm_partition="cpu", cpus_per_task=1)
+      theta, x = ts.simulate(simulator, prior, 100_000, batch_size=1000, store="sims.db", backend=ex)
+
+  (one SLURM job per batch; ``ex.batch()`` is not needed).  The parent process keeps writing finished
+  batches to the store, so an interrupted campaign resumes with the same call.
 
 The parent process collects batches as they complete and writes each one to the store in one
 transaction (:mod:`telescope.store`), so a crash loses only the batches in flight.
@@ -50,8 +63,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..utils import check_count, check_seed, progress
 from .simulators import Simulator, batch_seed, seeded, theta_seed
-from .utils import check_count, check_seed, progress
 
 __all__ = ["Level", "SimulatorFailing", "run_batch", "run_campaign", "run_levels", "batch_sizes"]
 
@@ -716,6 +729,64 @@ class _Dask:
                 self.client.close()
 
 
+def _executor_task(payload: bytes, digest: str, task) -> dict:
+    """One batch on a worker of a user's executor: the payload is unpickled once per worker process."""
+    return _run_task(_dask_payload(payload, digest), task)
+
+
+def is_executor(backend) -> bool:
+    """True for an executor object (anything with ``submit(fn, *args)``) rather than a backend name."""
+    return not isinstance(backend, str) and backend is not None and callable(getattr(backend, "submit", None))
+
+
+class _Executor:
+    """Batches on any ``concurrent.futures.Executor``-like object (``submit(fn, *args) -> future``).
+
+    Works with loky, ``mpi4py.futures.MPIPoolExecutor``, submitit's executors (SLURM or local), a Dask
+    client's ``get_executor()`` and the standard library's pools.  Futures are waited on with
+    ``concurrent.futures.wait`` when they are standard futures, else polled through ``done()`` (submitit's
+    jobs).  The executor is the caller's: it is not shut down here, and batches still running when the
+    campaign stops are cancelled where the executor allows it.
+    """
+
+    def __init__(self, payload: bytes, executor, window: int | None = None):
+        self.ex = executor
+        self.payload = payload
+        self.digest = hashlib.sha1(payload).hexdigest()
+        self.futures: list = []
+        workers = getattr(executor, "_max_workers", None) or getattr(executor, "num_workers", None) or os.cpu_count()
+        self.window = window or max(4, 2 * int(workers or 1))
+
+    @property
+    def pending(self) -> int:
+        return len(self.futures)
+
+    def submit(self, task) -> None:
+        self.futures.append((self.ex.submit(_executor_task, self.payload, self.digest, task), task))
+
+    def next_done(self):
+        import concurrent.futures as cf
+
+        futs = [f for f, _ in self.futures]
+        if all(isinstance(f, cf.Future) for f in futs):
+            cf.wait(futs, return_when=cf.FIRST_COMPLETED)
+        else:
+            while not any(f.done() for f in futs):
+                time.sleep(0.05)
+        for i, (f, task) in enumerate(self.futures):
+            if f.done():
+                del self.futures[i]
+                return task, f.result()
+        raise AssertionError("no finished future")  # pragma: no cover
+
+    def close(self, abort: bool) -> None:
+        for f, _ in self.futures:
+            cancel = getattr(f, "cancel", None)
+            if callable(cancel):
+                cancel()
+        self.futures.clear()
+
+
 def check_timeout(timeout, backend: str) -> float | None:
     """``timeout`` (seconds per simulation, > 0, or None) checked against the backend."""
     if timeout is None:
@@ -723,6 +794,10 @@ def check_timeout(timeout, backend: str) -> float | None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 \
             or timeout == float("inf"):
         raise ValueError(f"timeout must be a finite number of seconds > 0 per simulation (or None), got {timeout!r}")
+    if is_executor(backend):
+        raise ValueError(f"timeout={timeout!r} is not supported with an executor (backend={type(backend).__name__}): "
+                         f"use the executor's own time limit (e.g. submitit's timeout_min), backend='processes' or "
+                         f"a Dask backend")
     if backend == "serial":
         raise ValueError(f"timeout={timeout!r} needs simulations in worker processes that can be stopped: pass "
                          f"workers=2 or more, backend='processes' (workers=1 is fine), or a Dask backend; "
@@ -731,8 +806,17 @@ def check_timeout(timeout, backend: str) -> float | None:
 
 
 def resolve_backend(backend: str | None, workers: int, client, scheduler) -> str:
-    """Check the backend arguments and return ``"serial"``, ``"processes"`` or ``"dask"``."""
+    """Check the backend arguments and return ``"serial"``, ``"processes"`` or ``"dask"`` (or the executor)."""
     workers = check_count("workers", workers)
+    if is_executor(backend):
+        if workers != 1 or client is not None or scheduler is not None:
+            raise ValueError(f"with an executor as backend ({type(backend).__name__}) its workers run the batches: "
+                             f"leave workers=1, client=None and scheduler=None")
+        return backend
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be 'serial', 'processes', 'dask' or an executor with submit(fn, *args) "
+                        f"(concurrent.futures, loky, mpi4py.futures, submitit, a Dask client's get_executor()), got "
+                        f"{type(backend).__name__}")
     if backend is None:
         backend = "dask" if client is not None or scheduler is not None else ("processes" if workers > 1 else "serial")
     if backend not in ("serial", "processes", "dask"):
@@ -958,7 +1042,8 @@ def run_levels(levels: list[Level], prior, *, kind: str = "simulate", seed: int 
         "n": n_total, "n_simulated": n_total - n_resumed, "n_resumed": n_resumed,
         "batches_run": len(tasks), "batches_resumed": batches_resumed,
         "n_failed": sum(d["n_failed"] for d in data), "first_errors": first_errors,
-        "seconds": time.perf_counter() - t_start, "store_seconds": store_seconds, "backend": backend,
+        "seconds": time.perf_counter() - t_start, "store_seconds": store_seconds,
+        "backend": f"executor:{type(backend).__name__}" if is_executor(backend) else backend,
         "levels": level_seconds,
     }
     return data, summary
@@ -983,7 +1068,9 @@ def _drive(tasks, levels, by_level, prior, st, mem, stats, *, backend, workers, 
     """Run ``tasks`` on the backend, writing each finished batch; returns the seconds spent in the store."""
     payload = ({lv.level: tuple(lv.sims) for lv in levels}, prior)
     all_sims = [s for lv in levels for s in lv.sims]
-    if backend == "serial":
+    if is_executor(backend):
+        ex = _Executor(_dumps(payload, all_sims, prior, f"the executor's workers ({type(backend).__name__})"), backend)
+    elif backend == "serial":
         ex = _Serial(payload)
     elif backend == "processes":
         ex = _Processes(_dumps(payload, all_sims, prior, f"worker processes (workers={workers})"), workers, mp_context,

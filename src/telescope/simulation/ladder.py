@@ -39,10 +39,10 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from ..priors import check_prior
+from ..utils import check_count, check_seed
 from .campaign import _RNG_LOCK, Level, failure_message, run_levels, simulator_info
-from .priors import check_prior
 from .simulators import Simulator, level_seed, seeded
-from .utils import check_count, check_seed
 
 __all__ = ["FidelityLadder", "simulate_levels"]
 

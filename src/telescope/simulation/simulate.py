@@ -14,10 +14,10 @@ import warnings
 import torch
 from torch import Tensor
 
+from ..priors import check_prior
+from ..utils import check_count, check_seed
 from .campaign import failure_message, run_batch, run_campaign
-from .priors import check_prior
 from .simulators import Simulator, as_simulator
-from .utils import check_count, check_seed
 
 __all__ = ["simulate", "simulate_batch"]
 

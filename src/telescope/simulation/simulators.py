@@ -151,7 +151,7 @@ class Simulator:
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         else:
-            from .utils import check_seed
+            from ..utils import check_seed
 
             seed = check_seed(seed)
         if self.is_generator:

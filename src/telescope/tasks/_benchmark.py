@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..samplers import convergence
 from ..samplers.mcmc import rhat, sir, whitened_slice
-from ..simulators import batch_seed
+from ..simulation.simulators import batch_seed
 from ._mcmc_reference import random_walk_metropolis
 from .base import Task, cache_dir
 

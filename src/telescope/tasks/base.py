@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..simulators import Simulator, batch_seed, seeded
+from ..simulation.simulators import Simulator, batch_seed, seeded
 
 __all__ = ["Task", "cache_dir"]
 

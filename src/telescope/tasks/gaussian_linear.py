@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..priors import Gaussian
-from ..simulators import Simulator
+from ..simulation.simulators import Simulator
 from . import register
 from .base import Task
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..priors import BoxUniform
-from ..simulators import Simulator
+from ..simulation.simulators import Simulator
 from . import register
 from .base import Task
 

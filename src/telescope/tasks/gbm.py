@@ -31,9 +31,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..ladder import FidelityLadder
 from ..priors import BoxUniform
-from ..simulators import Simulator
+from ..simulation.ladder import FidelityLadder
+from ..simulation.simulators import Simulator
 from . import register
 from .base import Task
 

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from ..nn import SeriesEmbedding
 from ..priors import BoxUniform
-from ..simulators import Simulator
+from ..simulation.simulators import Simulator
 from . import register
 from .base import Task
 

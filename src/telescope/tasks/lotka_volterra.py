@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from ..priors import LogNormal
-from ..simulators import Simulator
+from ..simulation.simulators import Simulator
 from . import register
 from ._benchmark import ODEReferenceTask, rk4
 

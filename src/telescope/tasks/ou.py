@@ -28,9 +28,9 @@ import math
 import torch
 from torch import Tensor
 
-from ..ladder import FidelityLadder
 from ..priors import BoxUniform
-from ..simulators import Simulator
+from ..simulation.ladder import FidelityLadder
+from ..simulation.simulators import Simulator
 from . import register
 from ._mcmc_reference import mcmc_reference
 from .base import Task

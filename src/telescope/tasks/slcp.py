@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ..priors import BoxUniform
-from ..simulators import Simulator
+from ..simulation.simulators import Simulator
 from . import register
 from ._benchmark import TallData
 from ._mcmc_reference import mcmc_reference

@@ -39,7 +39,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..simulators import Simulator
+from ..simulation.simulators import Simulator
 from . import register
 from .base import Task
 from .slcp import SLCP

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .simulators import seeded
-from .utils import as_device, progress
+from ..simulation.simulators import seeded
+from ..utils import as_device, progress
 
 __all__ = ["train", "split", "NonFiniteLossError"]
 

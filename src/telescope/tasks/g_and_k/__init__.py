@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from ...priors import BoxUniform
-from ...simulators import Simulator
+from ...simulation.simulators import Simulator
 from .. import register
 from .._mcmc_reference import mcmc_reference, mixture_importance_resampling
 from ..base import Task

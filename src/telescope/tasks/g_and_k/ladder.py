@@ -37,8 +37,8 @@ import math
 import torch
 from torch import Tensor
 
-from ...ladder import FidelityLadder
-from ...simulators import Simulator
+from ...simulation.ladder import FidelityLadder
+from ...simulation.simulators import Simulator
 from .distribution import gk_quantile, standard_normal_quantile
 
 __all__ = ["CONSTANTS", "erfinv_taylor", "low_fidelity_normal_quantile", "gk_summaries", "gk_ladder"]

@@ -1,0 +1,26 @@
+r"""Multilevel Monte Carlo: Giles' adaptive driver, convergence and complexity tests, coupled diffusion levels.
+
+* :mod:`~telescope.mlmc.driver` — :func:`mlmc` (Giles' adaptive algorithm), :func:`convergence_test`,
+  :func:`complexity_test`, :func:`mlmc_test` and the level-sampler protocol;
+* :mod:`~telescope.mlmc.coupled` — :class:`CoupledDiffusion`, coarse and fine diffusion sampler paths
+  driven by the same Gaussian increments (Haji-Ali et al. 2025, Algorithm 2).
+
+``telescope.mlmc.mlmc`` is the driver function, as before this package existed.
+"""
+
+from . import coupled, driver
+from .coupled import CoupledDiffusion, square
+from .driver import (
+    LevelSampler,
+    MLMCResult,
+    MLMCWarning,
+    complexity_test,
+    convergence_test,
+    fit_rate,
+    mlmc,
+    mlmc_test,
+    select_start_level,
+    start_level_from,
+)
+
+__all__ = ['LevelSampler', 'MLMCResult', 'mlmc', 'convergence_test', 'complexity_test', 'mlmc_test', 'select_start_level', 'start_level_from', 'fit_rate', 'MLMCWarning', 'CoupledDiffusion', 'square', 'coupled', 'driver']

@@ -1,0 +1,11 @@
+"""Figures, built on :class:`matplotlib.figure.Figure` without ``pyplot`` state (imported lazily by ``telescope``).
+
+* :mod:`~telescope.plots.figures` — :func:`corner`, :func:`coverage_plot`, :func:`training_curves`,
+  :func:`sbc_histograms`;
+* :mod:`~telescope.plots.mlmc` — :func:`plot_mlmc`, the MLMC panels of Figure 3 of Haji-Ali et al. (2025).
+"""
+
+from .figures import corner, coverage_plot, sbc_histograms, training_curves
+from .mlmc import plot_mlmc
+
+__all__ = ["corner", "coverage_plot", "training_curves", "sbc_histograms", "plot_mlmc"]

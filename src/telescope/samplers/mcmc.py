@@ -13,7 +13,7 @@ spread of the initial chains.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

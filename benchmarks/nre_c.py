@@ -144,7 +144,7 @@ def run_telescope(task, theta, x, gamma, args, variant: dict | None = None) -> d
     train_s = time.perf_counter() - t0
     if est.history.get("epochs"):  # MI bound on the validation split, outside the timed part
         from telescope.diagnostics import mutual_information
-        from telescope.train import split
+        from telescope.training import split
 
         _, val = split({"theta": theta, "x": x}, 0.1, torch.Generator().manual_seed(args.seed))
         est.history["mi"] = mutual_information(est, val["theta"], val["x"], n_contrast=100, seed=args.seed)

@@ -25,7 +25,7 @@ import torch
 
 import telescope as ts
 from telescope import metrics
-from telescope.simulators import batch_seed
+from telescope.simulation.simulators import batch_seed
 
 
 def check(task, i: int, n: int, c2st_samples: int, n_obs: int = 1) -> dict:

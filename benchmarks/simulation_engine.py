@@ -25,9 +25,9 @@ import time
 
 import torch
 
-from telescope.campaign import run_campaign
+from telescope.simulation.campaign import run_campaign
 from telescope.priors import BoxUniform
-from telescope.simulators import Simulator
+from telescope.simulation.simulators import Simulator
 
 
 class Burn:

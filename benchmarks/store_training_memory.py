@@ -49,7 +49,7 @@ t0 = time.perf_counter()
 if mode == "store":
     theta, x = ts.load_simulations(path)
 elif mode == "fit_store":
-    from telescope.store import export_arrays
+    from telescope.simulation.store import export_arrays
     theta, x, _ = export_arrays(path)  # exported once next to the store (or reused), memory-mapped
 else:
     theta, x = ts.simulate(sim, prior, n, seed=0, batch_size=10_000, progress_bar=False)

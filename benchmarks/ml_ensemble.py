@@ -32,6 +32,8 @@ VARIANTS = ["stacked", "multilevel", "transfer", "expensive level alone", "equal
 def score(case: Case, ml: Multilevel) -> dict:
     est = ml.estimator
     mix = est.net
+    if not isinstance(mix, Mixture):
+        return {"stacked": case.metric(ml)}
     names = ml.history["multilevel"]["ensemble"]["members"]
     w = ml.history["multilevel"]["ensemble"]["weights"]
     nets = dict(zip([n for n, wi in zip(names, w) if wi > 0], mix.members))
@@ -40,7 +42,7 @@ def score(case: Case, ml: Multilevel) -> dict:
         if name in nets:
             est.net = nets[name]
             out[name] = case.metric(ml)
-    if all(n in nets for n in names):
+    if {"multilevel", "transfer"} <= set(nets):
         est.net = Mixture([nets["multilevel"], nets["transfer"]], [0.5, 0.5])
         out["equal_ml_tl"] = case.metric(ml)
         est.net = Mixture([nets[n] for n in names], [1.0] * len(names))

@@ -83,7 +83,7 @@ def test_default_fit_ends_in_a_stacked_mixture_that_saves_and_loads(tmp_path):
         one = MultilevelNPE(PRIOR, seed=0, transforms=1, hidden=(32,), ensemble=False).fit(
             levels, progress_bar=False, max_epochs=40)
     rec = ml.history["multilevel"]["ensemble"]
-    assert rec["members"] == ["multilevel", "expensive level alone", "transfer"]
+    assert rec["members"][:2] == ["multilevel", "transfer"]
     assert sum(rec["weights"]) == pytest.approx(1.0) and min(rec["weights"]) > 0
     assert isinstance(ml.net, Mixture) and not isinstance(one.net, Mixture)
     x = torch.tensor([0.5, 0.3])

@@ -25,7 +25,7 @@ import ml_gk_nle
 import ml_gk_npe
 import ml_toggle
 from _ml_common import dump, figure_path, set_threads, summary, ts
-from telescope.tasks.g_and_k_ladder import gk_ladder
+from telescope.tasks.g_and_k.ladder import gk_ladder
 
 VARIANTS = ["both", "rescale", "project", "none"]
 

@@ -35,7 +35,7 @@ from telescope.multilevel import Multilevel, allocate
 from telescope.multilevel.levels import as_levels
 from telescope.multilevel.safeguard import pair_losses, per_sample_losses
 from telescope.multilevel.weights import weighted_mean
-from telescope.train import split
+from telescope.training import split
 
 VARIANTS = {
     "paper": dict(staged=False),

@@ -55,8 +55,8 @@ from _ml_common import MDNNLE, OUT, mmd_per_theta, set_threads, ts
 from telescope.estimators import NLE, NPE
 from telescope.multilevel import Multilevel
 from telescope.tasks.g_and_k import gk_log_density
-from telescope.tasks.g_and_k_ladder import gk_ladder
-from telescope.train import train
+from telescope.tasks.g_and_k.ladder import gk_ladder
+from telescope.training import train
 
 METHODS = ["high", "low", "medium", "pairs_high", "tl", "ml_paper", "ml", "ml_auto", "ml_budget"]
 GRID = torch.linspace(-30.0, 30.0, 2000)

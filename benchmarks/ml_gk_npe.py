@@ -24,7 +24,7 @@ import argparse
 from _ml_common import dump, figure_path, nlpd_and_coverage, set_threads, summary, timed, ts
 from telescope.estimators import NPE
 from telescope.multilevel import Multilevel
-from telescope.tasks.g_and_k_ladder import gk_ladder
+from telescope.tasks.g_and_k.ladder import gk_ladder
 
 ADJUST = {"both": (True, True), "rescale": (True, False), "project": (False, True), "none": (False, False)}
 NET = dict(transforms=3, bins=3, hidden=(50, 50))

@@ -28,7 +28,7 @@ import torch
 import telescope as ts
 from _ml_common import dump
 from telescope.multilevel import Multilevel
-from telescope.tasks.g_and_k_ladder import gk_ladder
+from telescope.tasks.g_and_k.ladder import gk_ladder
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..train import train
+from ..training import train
 from ..estimators.npe import NPE
 
 __all__ = ["TLNPE"]

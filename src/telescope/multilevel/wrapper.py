@@ -77,10 +77,10 @@ from torch import Tensor, nn
 from ..estimators.base import Estimator
 from ..estimators.nle import NLE
 from ..estimators.npe import NPE
-from ..ladder import FidelityLadder
+from ..simulation.ladder import FidelityLadder
 from ..priors import in_support
-from ..simulators import seeded
-from ..train import train
+from ..simulation.simulators import seeded
+from ..training import train
 from .adjust import GradientAdjustment
 from .budget import plan_and_fit
 from .levels import Level, as_levels, at_fidelity, check_coupling, cheap, pooled, split_level

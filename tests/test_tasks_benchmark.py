@@ -103,7 +103,7 @@ def test_bernoulli_glm_prior_and_likelihood_by_direct_formulas():
 
 
 def test_bernoulli_glm_small_reference_converges_and_matches_importance_sampling():
-    task = tasks.get("bernoulli_glm", chains=100, warmup=100, thin=4, n_proposals=5_000)
+    task = tasks.get("bernoulli_glm", chains=100, warmup=100, thin=4, n_proposals=5_000, reference="mcmc")
     s = task.reference_samples(1, 3000, cache=False).double()
     assert s.shape == (3000, 10)
     assert task.diagnostics["rhat"].max() < 1.01
@@ -148,7 +148,8 @@ def test_regenerate_overwrites_the_cache(tmp_path):
     from telescope.tasks import cache_dir
     from telescope.tasks._benchmark import regenerate
 
-    task = tasks.get("bernoulli_glm", chains=50, warmup=40, thin=1, n_proposals=2000, strict=False)
+    task = tasks.get("bernoulli_glm", chains=50, warmup=40, thin=1, n_proposals=2000, strict=False,
+                     observations="telescope")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         path = cache_dir() / "references" / "bernoulli_glm" / "obs2_n100.pt"
@@ -294,7 +295,7 @@ def test_slcp_distractors_small_reference_is_on_slcp_posterior():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["bernoulli_glm", "sir", "lotka_volterra"])
 def test_full_reference_passes_checks(name):
-    task = tasks.get(name)
+    task = tasks.get(name, **({} if name == "lotka_volterra" else {"reference": "mcmc"}))
     s = task.reference_samples(1, 10_000, cache=False)
     assert task.diagnostics["rhat"].max() < 1.01 and task.diagnostics["ess"].min() >= 1000
     assert torch.isfinite(task.log_posterior_unnorm(s, task.observation(1))).all()

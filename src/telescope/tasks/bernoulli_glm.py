@@ -35,6 +35,14 @@ the benchmark computes as a padded correlation, equal to ``V^T y``): all as here
 is unavoidable: the benchmark's stimulus is one stored draw (NumPy seed 42); this task draws its
 own fixed stimulus, so the observations differ from the benchmark's stored ones (its reference
 uses Polya-Gamma Gibbs sampling; here slice sampling — both exact-likelihood MCMC).
+
+**Observations** (``observations="sbibm"``, the default): the benchmark's stored stimulus (the
+design matrix is built from it), its ten observations (the summaries, or the spike trains for
+``bernoulli_glm_raw``), their true parameters and its 10,000 reference posterior samples each, read
+from the package data (:mod:`telescope.tasks._sbibm`; copied from the sbibm 1.1.0 wheel, MIT
+licence), so comparisons with published numbers are like for like; ``reference="mcmc"`` samples
+this library's slice-sampling reference on them instead.  ``observations="telescope"`` gives the
+library's own stimulus (seed ``20210112``), observations and references.
 """
 
 from __future__ import annotations
@@ -46,17 +54,30 @@ from ..priors import Gaussian
 from ..simulation.simulators import Simulator
 from . import register
 from ._benchmark import MCMCReferenceTask
+from ._sbibm import SBIBMObservations, data_dir
 
-__all__ = ["BernoulliGLM", "BernoulliGLMRaw", "glm_design", "glm_prior_precision"]
+__all__ = ["BernoulliGLM", "BernoulliGLMRaw", "glm_design", "glm_prior_precision", "sbibm_stimulus"]
 
 _T, _TAPS = 100, 9
 _STIMULUS_SEED = 20210112
 
 
-def glm_design(T: int = _T, taps: int = _TAPS, seed: int = _STIMULUS_SEED) -> Tensor:
-    """The design matrix ``V (T, taps + 1)`` (float64): a column of ones and the lagged stimulus."""
-    g = torch.Generator().manual_seed(seed)
-    stim = torch.randn(T, generator=g, dtype=torch.float64)
+def sbibm_stimulus() -> Tensor:
+    """The benchmark's stored white-noise stimulus ``(100,)`` (float64 of its float32 values)."""
+    return torch.load(data_dir("bernoulli_glm") / "stimulus_I.pt", weights_only=True).double()
+
+
+def glm_design(T: int = _T, taps: int = _TAPS, seed: int = _STIMULUS_SEED, stimulus: Tensor | None = None) -> Tensor:
+    """The design matrix ``V (T, taps + 1)`` (float64): a column of ones and the lagged stimulus.
+
+    The stimulus is ``stimulus`` ``(T,)`` when given (e.g. :func:`sbibm_stimulus`), else ``N(0, 1)`` draws with ``seed``."""
+    if stimulus is None:
+        g = torch.Generator().manual_seed(seed)
+        stim = torch.randn(T, generator=g, dtype=torch.float64)
+    else:
+        stim = torch.as_tensor(stimulus, dtype=torch.float64)
+        if stim.shape != (T,):
+            raise ValueError(f"stimulus must have shape ({T},), got {tuple(stim.shape)}")
     V = torch.zeros(T, taps + 1, dtype=torch.float64)
     V[:, 0] = 1.0
     for k in range(taps):
@@ -75,13 +96,17 @@ def glm_prior_precision(taps: int = _TAPS) -> Tensor:
 
 
 @register("bernoulli_glm")
-class BernoulliGLM(MCMCReferenceTask):
+class BernoulliGLM(SBIBMObservations, MCMCReferenceTask):
     """Bernoulli GLM with sufficient-statistic summaries (10-d ``x``).
 
     Arguments:
         chains, warmup, thin: settings of the reference slice sampler.
         n_proposals: prior draws resampled (SIR) into the initial chains.
         strict: a reference failing its convergence checks raises (else warns).
+        observations: ``"sbibm"`` (the benchmark's stimulus, stored observations and true parameters)
+            or ``"telescope"`` (this library's own stimulus and draws).
+        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
+            observations) or ``"mcmc"`` (this library's slice sampler; the default otherwise).
 
     Example:
         >>> task = BernoulliGLM()
@@ -92,14 +117,19 @@ class BernoulliGLM(MCMCReferenceTask):
     dim_theta = _TAPS + 1
     dim_x = _TAPS + 1
     raw = False
+    sbibm_name = "bernoulli_glm"
+    sbibm_observation_file = "observation.csv"
 
     def __init__(self, chains: int = 200, warmup: int = 200, thin: int = 3, n_proposals: int = 20_000,
-                 strict: bool = True):
-        self.design = glm_design()
+                 strict: bool = True, observations: str = "sbibm", reference: str | None = None):
+        self._init_observations(observations, reference)
+        sbibm = self.observation_set == "sbibm"
+        self.design = glm_design(stimulus=sbibm_stimulus()) if sbibm else glm_design()
         cov = torch.linalg.inv(glm_prior_precision())
         self.prior = Gaussian(torch.zeros(self.dim_theta), (0.5 * (cov + cov.T)).float())
+        stimulus = {"stimulus": "sbibm"} if sbibm else {"stimulus_seed": _STIMULUS_SEED}
         self.simulator = Simulator(self._generate, noise=self._noise, name=self.name,
-                                   config={"T": _T, "taps": _TAPS, "stimulus_seed": _STIMULUS_SEED, "raw": self.raw})
+                                   config={"T": _T, "taps": _TAPS, **stimulus, "raw": self.raw})
         self._init_mcmc(chains, warmup, thin, n_proposals, strict)
 
     def _noise(self, n: int, generator: torch.Generator) -> Tensor:
@@ -133,3 +163,4 @@ class BernoulliGLMRaw(BernoulliGLM):
 
     dim_x = _T
     raw = True
+    sbibm_observation_file = "observation_raw.csv"

@@ -28,7 +28,13 @@ observation and cached.
 ``(S, I, R)(0) = (N - 1, 1, 0)``, priors ``LogNormal(log 0.4, 0.5)`` and ``LogNormal(log 0.125, 0.2)``,
 the ODE saved daily over 160 days and subsampled every 17th day (``t_k = 17 k``, ten points, the
 infected compartment only), ``x_k ~ Binomial(1000, clip(I(t_k) / N, 0, 1))``: all as here.
-Observations here are this library's own draws, not the benchmark's stored files.
+
+**Observations** (``observations="sbibm"``, the default): the benchmark's ten stored observations,
+their true parameters and its 10,000 reference posterior samples each, read from the package data
+(:mod:`telescope.tasks._sbibm`; copied from the sbibm 1.1.0 wheel, MIT licence), so that comparisons
+with published numbers are like for like; ``reference="mcmc"`` samples this library's own reference
+on them instead.  ``observations="telescope"`` gives this library's own draws (fixed seeds) with
+its own references.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from ..priors import LogNormal
 from ..simulation.simulators import Simulator
 from . import register
 from ._benchmark import ODEReferenceTask, rk4
+from ._sbibm import SBIBMObservations
 
 __all__ = ["SIR", "sir_infected"]
 
@@ -66,7 +73,7 @@ def sir_infected(theta: Tensor, times=TIMES, dt: float = 0.1, population: float 
 
 
 @register("sir")
-class SIR(ODEReferenceTask):
+class SIR(SBIBMObservations, ODEReferenceTask):
     """SIR epidemic with log-normal priors; 10 binomial counts of the infected (``x`` in ``0..1000``).
 
     Arguments:
@@ -75,13 +82,20 @@ class SIR(ODEReferenceTask):
             default: one ODE solve per iteration for all chains).
         n_proposals: prior draws resampled (SIR) into the initial chains.
         strict: a reference failing its convergence checks raises (else warns).
+        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters) or
+            ``"telescope"`` (this library's own draws).
+        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
+            observations) or ``"mcmc"`` (this library's MCMC; the default otherwise).
     """
 
     dim_theta = 2
     dim_x = len(TIMES)
+    sbibm_name = "sir"
 
     def __init__(self, dt: float = 0.1, chains: int = 500, warmup: int = 500, thin: int = 10,
-                 n_proposals: int = 10_000, strict: bool = True, kernel: str = "rwm"):
+                 n_proposals: int = 10_000, strict: bool = True, kernel: str = "rwm",
+                 observations: str = "sbibm", reference: str | None = None):
+        self._init_observations(observations, reference)
         if not dt > 0:
             raise ValueError(f"dt must be > 0, got {dt!r}")
         self.dt = float(dt)

@@ -79,15 +79,24 @@ def _say(msg: str, quiet: bool = False) -> None:
 def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,), metrics=DEFAULT_METRICS,
               samples: int = 10_000, c2st_max_samples: int | None = None, max_epochs: int | None = None,
               max_time: float | None = None, sample_options: dict | None = None,
-              fit_options: dict | None = None) -> dict:
+              fit_options: dict | None = None, observation_set: str = "sbibm") -> dict:
     """Check a grid and return it as a plain (JSON-able) spec; bad names and values raise ``ValueError``.
 
     ``sample_options`` maps a method of the grid to keyword arguments of its estimator's ``sample``
     (e.g. ``{"npse_jac": {"steps": 250}}``).  ``fit_options`` maps a method to keyword arguments of its
     estimator's constructor and ``fit`` (e.g. ``{"nre_c": {"K": 49, "width": 128, "batch_size": 512}}``;
     the tall-data samplers train as ``npse``, so their network is set under ``"npse"``).  Each is part of
-    the spec only when given, so results files of grids without them still resume."""
+    the spec only when given, so results files of grids without them still resume.
+
+    ``observation_set``: ``"sbibm"`` (default) scores the tasks that ship sbibm's stored data (``sir``,
+    ``bernoulli_glm``, ``bernoulli_glm_raw``) on sbibm's observations and reference samples, like for like
+    with published numbers; ``"telescope"`` on the library's own draws and references.  The spec lists
+    the tasks on sbibm's data under ``"observation_sets"`` (absent when none is), and every cell
+    records its ``observation_set``."""
     from . import tasks as task_registry
+
+    if observation_set not in ("sbibm", "telescope"):
+        raise ValueError(f"observation_set must be 'sbibm' or 'telescope', got {observation_set!r}")
 
     def listed(name, values, allowed=None):
         values = list(values)
@@ -125,8 +134,11 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
         if single:
             raise ValueError(f"methods {single} take one observation only (n_obs = 1); methods for n_obs > 1: "
                              f"{', '.join(TALL_METHODS)}")
+    sbibm_sets = {}
     for name in tasks:
-        task = task_registry.get(name)
+        task = task_registry.get(name, **_task_options(name, observation_set))
+        if getattr(task, "observation_set", "telescope") == "sbibm":
+            sbibm_sets[name] = "sbibm"
         bad = [i for i in observations if i > task.num_observations]
         if bad:
             raise ValueError(f"task {name!r} has observations 1..{task.num_observations}, got {bad}")
@@ -142,6 +154,8 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
     spec = {"format": FORMAT, "methods": methods, "tasks": tasks, "budgets": budgets, "seeds": seeds,
             "observations": observations, "n_obs": n_obs, "metrics": metrics, "samples": samples,
             "c2st_max_samples": c2st_max_samples, "max_epochs": max_epochs, "max_time": max_time}
+    if sbibm_sets:  # only then: results files of grids without such tasks still resume
+        spec["observation_sets"] = sbibm_sets
     ours = [m for m in methods if not m.startswith("sbi_")]
     trained = list(dict.fromkeys(TRAINED_AS.get(m, m) for m in ours))  # the estimators the grid trains
     for name, options, allowed, what in (("sample_options", sample_options, ours, "sample()"),
@@ -162,6 +176,23 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
                                      f"{', '.join(sorted(_fit_keywords(m)))}")
         spec[name] = json.loads(json.dumps(options))  # plain JSON, as the header stores it
     return spec
+
+
+def _task_options(name: str, observation_set: str) -> dict:
+    """Constructor arguments choosing the observation set of task ``name`` (none for tasks without sbibm data)."""
+    from . import tasks as task_registry
+
+    task_registry.list()  # load the built-in tasks
+    cls = task_registry._REGISTRY.get(name)
+    return {"observations": observation_set} if getattr(cls, "sbibm_name", "") else {}
+
+
+def _get_task(name: str, spec: dict):
+    """Task ``name`` on the observation set the spec records (sbibm's data where listed, else the library's)."""
+    from . import tasks as task_registry
+
+    chosen = spec.get("observation_sets", {}).get(name, "telescope")
+    return task_registry.get(name, **_task_options(name, chosen))
 
 
 def _estimator_class(kind: str):
@@ -385,7 +416,9 @@ def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float, trained:
         metric_s += time.perf_counter() - t0
         per_obs.append(row)
     rec = {"kind": "cell", "cell": cell, "epochs": epochs, "simulate_s": simulate_s, "train_s": train_s,
-           "sample_s": sample_s, "metric_s": metric_s, "observations": per_obs}
+           "sample_s": sample_s, "metric_s": metric_s, "observations": per_obs,
+           "observation_set": getattr(task, "observation_set", "telescope"),
+           "reference_source": getattr(task, "reference_source", task.reference_kind)}
     if shared:
         rec["shared_train"] = True
     for m in spec["metrics"]:
@@ -454,7 +487,7 @@ def run(spec: dict, out, *, max_cells: int | None = None, retry_errors: bool = F
         if skey not in sims:
             sims.clear()  # one simulation set (and its task, and its estimators) in memory at a time
             trained.clear()
-            task = ts.tasks.get(c["task"])
+            task = _get_task(c["task"], spec)
             t0 = time.perf_counter()
             theta, x = ts.simulate(task.simulator, task.prior, c["budget"], seed=c["seed"], progress_bar=False)
             sims[skey] = (task, theta, x, time.perf_counter() - t0)

@@ -68,9 +68,12 @@ def cmd_bench(args) -> int:
                            n_obs=_ints("n-obs", args.n_obs), metrics=_names(args.metrics), samples=args.samples,
                            c2st_max_samples=args.c2st_max_samples, max_epochs=args.max_epochs,
                            max_time=args.max_time, sample_options=_json("sample-options", args.sample_options),
-                           fit_options=_json("fit-options", args.fit_options))
+                           fit_options=_json("fit-options", args.fit_options),
+                           observation_set=args.observation_set)
     rows = bench.run(spec, args.out, max_cells=args.max_cells, retry_errors=args.retry_errors, quiet=args.quiet)
     print(bench.summary_table(rows, spec["metrics"]))
+    if spec.get("observation_sets"):
+        print(f"observations and references from sbibm's stored files for: {', '.join(spec['observation_sets'])}")
     if args.plot:
         for p in bench.plot(rows, args.plot, spec["metrics"]):
             print(f"[bench] wrote {p}")
@@ -93,6 +96,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--budgets", help="simulation budgets, e.g. 1000,10000 or 1e3,1e4")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0,1 or 0-4")
     p.add_argument("--observations", default="1-10", help="observation indices, e.g. 1-3 or 1,4")
+    p.add_argument("--observation-set", choices=("sbibm", "telescope"), default="sbibm",
+                   help="sbibm: sir and bernoulli_glm(_raw) use sbibm's stored observations and references "
+                        "(like for like with published numbers); telescope: the library's own draws")
     p.add_argument("--n-obs", default="1", help="iid observations per posterior (tall data), e.g. 1,8,30")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                    help=f"comma-separated, from: {', '.join(METRICS)} (coverage: opt in, 200 extra posteriors per cell)")

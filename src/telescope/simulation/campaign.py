@@ -739,6 +739,24 @@ def is_executor(backend) -> bool:
     return not isinstance(backend, str) and backend is not None and callable(getattr(backend, "submit", None))
 
 
+def use_executor(backend, executor):
+    """The backend of a call given ``backend=`` and/or ``executor=`` (the issue's name for an executor backend).
+
+    ``executor`` must be an object with ``submit(fn, *args)`` (a ``concurrent.futures.Executor``, loky,
+    ``mpi4py.futures``, submitit, a Dask client's ``get_executor()``); it then is the backend.  Giving both
+    is refused."""
+    if executor is None:
+        return backend
+    if backend is not None:
+        raise ValueError(f"give the executor once: executor= or backend=, not both (got backend={backend!r} and "
+                         f"executor={type(executor).__name__})")
+    if not is_executor(executor):
+        raise TypeError(f"executor must be an object with submit(fn, *args) (a concurrent.futures.Executor, loky, "
+                        f"mpi4py.futures.MPIPoolExecutor, a submitit executor, a Dask client.get_executor()), got "
+                        f"{type(executor).__name__}: {executor!r}")
+    return executor
+
+
 class _Executor:
     """Batches on any ``concurrent.futures.Executor``-like object (``submit(fn, *args) -> future``).
 

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from ..priors import check_prior
 from ..utils import check_count, check_seed
-from .campaign import _RNG_LOCK, Level, failure_message, run_levels, simulator_info
+from .campaign import _RNG_LOCK, Level, failure_message, run_levels, simulator_info, use_executor
 from .simulators import Simulator, level_seed, seeded
 
 __all__ = ["FidelityLadder", "simulate_levels"]
@@ -174,7 +174,8 @@ def _check_shapes(ladder: FidelityLadder, shapes: list[tuple]) -> None:
 def simulate_levels(ladder, prior, n: Sequence[int], seed: int = 0, batch_size: int | Sequence[int] = 1000, *,
                     store=None, workers: int = 1, backend: str | None = None, client=None,
                     scheduler: str | None = None, progress_bar: bool = True,
-                    include_failed: bool = False, timeout: float | None = None) -> list[tuple[Tensor, ...]]:
+                    include_failed: bool = False, timeout: float | None = None,
+                    executor=None) -> list[tuple[Tensor, ...]]:
     """Seed-matched simulations for multilevel training.
 
     Level ``l`` draws ``n[l]`` parameters and noises (independently of the other levels) and runs
@@ -188,7 +189,7 @@ def simulate_levels(ladder, prior, n: Sequence[int], seed: int = 0, batch_size: 
         n: simulations per level ``[n_0, ..., n_L]``, usually decreasing.
         seed: campaign seed.
         batch_size: simulations per batch, one for all levels or one per level.
-        store, workers, backend, client, scheduler, progress_bar, timeout: as for :func:`telescope.simulate`
+        store, workers, backend, client, scheduler, progress_bar, timeout, executor: as for :func:`telescope.simulate`
             (``timeout`` is per simulation of one ladder level's pair).
         include_failed: keep failed simulations (NaN rows); by default they are dropped (with a warning).
 
@@ -202,6 +203,7 @@ def simulate_levels(ladder, prior, n: Sequence[int], seed: int = 0, batch_size: 
         ladder = FidelityLadder(ladder)
     prior = check_prior(prior)
     seed = check_seed(seed)
+    backend = use_executor(backend, executor)
     L1 = len(ladder)
     if isinstance(n, (int, str)) or not isinstance(n, Sequence) or len(n) != L1:
         raise ValueError(f"n must be a list of {L1} counts [n_0, ..., n_{L1 - 1}] (one per ladder level), got {n!r}")

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..priors import check_prior
 from ..utils import check_count, check_seed
-from .campaign import failure_message, run_batch, run_campaign
+from .campaign import failure_message, run_batch, run_campaign, use_executor
 from .simulators import Simulator, as_simulator
 
 __all__ = ["simulate", "simulate_batch"]
@@ -39,7 +39,7 @@ def simulate_batch(simulator: Simulator, prior, size: int, seed: int) -> dict:
 
 def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *, progress_bar: bool = True,
              store=None, workers: int = 1, backend: str | None = None, client=None,
-             scheduler: str | None = None, timeout: float | None = None) -> tuple[Tensor, Tensor]:
+             scheduler: str | None = None, timeout: float | None = None, executor=None) -> tuple[Tensor, Tensor]:
     """Draw ``n`` parameters from ``prior`` and simulate them.
 
     Arguments:
@@ -54,7 +54,12 @@ def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *,
             is written at once, and calling again with the same arguments resumes, simulating only
             the missing batches.  Read it back with :func:`telescope.load_simulations`.
         workers: run batches in this many local worker processes (``backend="processes"``).
-        backend: ``"serial"``, ``"processes"`` or ``"dask"``; inferred from ``workers``/``client``/``scheduler``.
+        backend: ``"serial"``, ``"processes"`` or ``"dask"``; inferred from ``workers``/``client``/``scheduler``
+            (an executor object is accepted here too).
+        executor: run the batches on any executor with ``submit(fn, *args)``: a
+            ``concurrent.futures`` pool, loky, ``mpi4py.futures.MPIPoolExecutor``, submitit (SLURM; recipe in
+            :mod:`telescope.simulation.campaign`) or a Dask client's ``get_executor()``; same seeding, failure
+            recording and store as the built-in backends.  Same as ``backend=<executor>``; not both.
         client, scheduler: for ``backend="dask"``: a ``dask.distributed.Client``, or the address of a
             running scheduler (``"tcp://host:8786"``).
         timeout: seconds allowed per simulation (``None``: no limit).  A batch gets ``timeout`` times its
@@ -88,6 +93,7 @@ def simulate(simulator, prior, n: int, seed: int = 0, batch_size: int = 1000, *,
     n = check_count("n", n)
     batch_size = check_count("batch_size", batch_size)
     seed = check_seed(seed)
+    backend = use_executor(backend, executor)
     data = run_campaign(simulator, prior, n, seed=seed, batch_size=batch_size, store=store, workers=workers,
                         backend=backend, client=client, scheduler=scheduler, progress_bar=progress_bar,
                         timeout=timeout)

@@ -19,9 +19,9 @@ import time
 import warnings
 
 import torch
-
 from _ml_common import OUT, set_threads, ts
 from ml_equal_cost import Case, stats
+
 from telescope.multilevel import Multilevel
 from telescope.multilevel.ensemble import Mixture, stack
 from telescope.multilevel.safeguard import per_sample_losses

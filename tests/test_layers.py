@@ -147,7 +147,7 @@ def test_lower_stages_never_import_higher_ones():
 
 
 #: modules still importing old paths, owned by work in progress elsewhere (no warning fires for them)
-OLD_PATH_USERS = ("telescope.multilevel", "telescope.cli_pipeline")
+OLD_PATH_USERS = ("telescope.cli_pipeline",)
 
 
 def test_library_code_never_imports_a_deprecated_path():

@@ -30,8 +30,8 @@ from .adjust import GradientAdjustment, adjust_gradients
 from .allocation import Allocation, LevelVariances, allocate, level_variances
 from .levels import Level, as_levels, check_coupling, pair_correlations, pooled
 from .loss import mlmc_loss, mlmc_terms, term_names
-from .transfer import TLNPE
 from .safeguard import compare
+from .transfer import TLNPE
 from .weights import coefficients, weighted_mean
 from .wrapper import Multilevel, MultilevelNLE, MultilevelNPE
 

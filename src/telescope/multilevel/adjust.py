@@ -30,7 +30,7 @@ about one forward and one backward pass over the step's simulations.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from ..simulation.simulate import simulate
 from ..simulation.ladder import FidelityLadder, simulate_levels
+from ..simulation.simulate import simulate
 from .allocation import allocate
 from .levels import as_levels
 from .safeguard import pair_losses, per_sample_losses

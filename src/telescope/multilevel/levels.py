@@ -23,7 +23,8 @@ Standardisation statistics must be ONE statistic shared by every level (standard
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -25,7 +25,7 @@ terms are computed in ONE forward pass.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor

@@ -16,7 +16,7 @@ makes the comparison more precise than the few held-out expensive simulations al
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

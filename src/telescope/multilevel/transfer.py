@@ -10,10 +10,10 @@ what remains of the low-fidelity fit after fine-tuning is decided by early stopp
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from ..training import train
 from ..estimators.npe import NPE
+from ..training import train
 
 __all__ = ["TLNPE"]
 
@@ -36,7 +36,7 @@ class TLNPE(NPE):
     train_defaults = {"batch_size": 200, "lr": 1e-3, "patience": 20, "val_fraction": 0.2}
 
     def fit(self, low: Sequence, high: Sequence | None = None, *, low_kwargs: dict | None = None,
-            **train_kwargs) -> "TLNPE":
+            **train_kwargs) -> TLNPE:
         """Pre-train on ``low = (theta, x)`` and fine-tune on ``high = (theta, x)``; returns ``self``.
 
         ``low`` may also be :func:`telescope.simulate_levels` output with ``high`` omitted: level 0 is

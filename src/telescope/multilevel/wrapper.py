@@ -68,8 +68,9 @@ import copy
 import inspect
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -77,15 +78,15 @@ from torch import Tensor, nn
 from ..estimators.base import Estimator
 from ..estimators.nle import NLE
 from ..estimators.npe import NPE
-from ..simulation.ladder import FidelityLadder
 from ..priors import in_support
+from ..simulation.ladder import FidelityLadder
 from ..simulation.simulators import seeded
 from ..training import train
 from .adjust import GradientAdjustment
 from .budget import plan_and_fit
-from .levels import Level, as_levels, at_fidelity, check_coupling, cheap, pooled, split_level
-from .loss import mlmc_terms
 from .ensemble import Mixture, stack
+from .levels import Level, as_levels, at_fidelity, cheap, check_coupling, pooled, split_level
+from .loss import mlmc_terms
 from .safeguard import compare, pair_losses, per_sample_losses
 from .weights import coefficients, weighted_mean
 
@@ -232,7 +233,7 @@ class Multilevel:
         return {k: getattr(self, k) for k in _ML_OPTIONS}
 
     def fit(self, levels, budget: float | None = None, *, seed: int = 0, store=None, pilot: float = 0.15,
-            **train_kwargs) -> "Multilevel":
+            **train_kwargs) -> Multilevel:
         """Train on seed-matched level data, or on a ladder and a budget; returns ``self``.
 
         Arguments:
@@ -431,7 +432,7 @@ class Multilevel:
             out["used"] = "mixture"
         return out, nets
 
-    def _fit_plain(self, lv, net, kwargs, vf, correlations, per_sample) -> "Multilevel":
+    def _fit_plain(self, lv, net, kwargs, vf, correlations, per_sample) -> Multilevel:
         """Paper 1's training: eq. (2) from scratch with Algorithm 1, split and stopping by :func:`train`."""
         est = self.estimator
         sizes = [level.n for level in lv]
@@ -484,7 +485,7 @@ class Multilevel:
         return path
 
     @classmethod
-    def load(cls, path, prior, **kwargs) -> "Multilevel":
+    def load(cls, path, prior, **kwargs) -> Multilevel:
         """Load a multilevel estimator saved with :meth:`save` (the wrapped estimator's class is read from disk)."""
         est = Estimator.load(path, prior, **kwargs)
         cfg = json.loads((Path(path) / "config.json").read_text()).get("multilevel", {})

@@ -21,6 +21,7 @@ STAGES: list[tuple[str, list[str]]] = [
     ("core", ["telescope._version", "telescope._compat", "telescope.utils"]),
     # figures draw arrays and import nothing of the pipeline, so any stage may draw
     ("foundations", ["telescope.priors", "telescope.nn", "telescope.diffusion", "telescope.metrics",
+                     "telescope.calibration",
                      "telescope.plots", "telescope.mlmc_plots"]),
     ("simulation", ["telescope.simulation", "telescope.simulators", "telescope.campaign", "telescope.store",
                     "telescope.simulate", "telescope.ladder"]),
@@ -39,6 +40,7 @@ STAGES: list[tuple[str, list[str]]] = [
 ALLOWED_UPWARD = {
     # metrics accept an sbi posterior too: wrapped by the adapter only when one is passed (issue 21)
     ("telescope.metrics", "telescope.interop.sbi"),
+    ("telescope.calibration", "telescope.interop.sbi"),  # tarp_coverage accepts an sbi posterior, as coverage does
 }
 
 HEAVY = ("matplotlib", "dask", "distributed", "sklearn")

@@ -55,6 +55,11 @@ Calibration of an amortised estimator over pairs :math:`(\theta^*_j, x_j) \sim p
   the rank of each coordinate of :math:`\theta^*_j` among ``n`` posterior samples is uniform on
   ``{0, ..., n}`` when the posterior is exact.
 
+* :func:`tarp`, :func:`tarp_coverage` (TARP, Lemos et al., 2023), :func:`sbc_ecdf`,
+  :func:`sbc_ecdf_bands`, :func:`sbc_ecdf_pvalues` (SBC with simultaneous ECDF bands, Säilynoja et
+  al., 2022) and :func:`posterior_predictive_check` -- defined in :mod:`telescope.calibration`,
+  re-exported here; their figures are in :mod:`telescope.plots.calibration`.
+
 Inputs may be torch tensors or numpy arrays; computations run in float64.
 """
 
@@ -66,6 +71,15 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor
+
+from .calibration import (
+    posterior_predictive_check,
+    sbc_ecdf,
+    sbc_ecdf_bands,
+    sbc_ecdf_pvalues,
+    tarp,
+    tarp_coverage,
+)
 
 __all__ = [
     "c2st",
@@ -79,6 +93,12 @@ __all__ = [
     "sbc",
     "sbc_ranks",
     "sbc_uniformity",
+    "tarp",
+    "tarp_coverage",
+    "sbc_ecdf",
+    "sbc_ecdf_bands",
+    "sbc_ecdf_pvalues",
+    "posterior_predictive_check",
     "BatchedEstimator",
 ]
 

@@ -33,3 +33,21 @@ def test_bench_scores_sir_on_sbibms_data_and_records_it(tmp_path, monkeypatch):
     assert bench._get_task("sir", own).observation_set == "telescope"
     with pytest.raises(ValueError, match="observation_set must be 'sbibm' or 'telescope', got 'paper'"):
         bench.make_spec(methods=["npe"], tasks=["sir"], budgets=[200], observation_set="paper")
+
+
+def test_tarp_metric_for_telescope_and_sbi_peers_and_coverage_for_sbi_npe(tmp_path, monkeypatch):
+    pytest.importorskip("sbi")
+    monkeypatch.setattr(bench, "COVERAGE_PAIRS", 40)
+    monkeypatch.setattr(bench, "COVERAGE_SAMPLES", 100)
+    spec = bench.make_spec(methods=["npe", "sbi_npe"], tasks=["gaussian_linear"], budgets=[300],
+                           metrics=["coverage", "tarp"], samples=100, max_epochs=3)
+    recs = bench.run(spec, tmp_path / "r.jsonl", quiet=True)
+    alphas = torch.linspace(0, 1, 101, dtype=torch.float64)
+    assert [r["cell"]["method"] for r in recs] == ["npe", "sbi_npe"] and not any("error" in r for r in recs)
+    for r in recs:
+        for name in ("coverage", "tarp"):
+            curve = torch.tensor(r[f"{name}_curve"], dtype=torch.float64)
+            assert curve.shape == (101,) and curve[-1] == 1.0 and (curve.diff() >= 0).all()
+            assert torch.allclose(curve * 40, (curve * 40).round(), atol=1e-3)  # 40 pairs: steps of 1/40
+            assert r[name] == pytest.approx(float((curve - alphas).mean()), abs=1e-3)
+            assert r[f"{name}_max_gap"] == pytest.approx(float((curve - alphas).abs().max()), abs=1e-3)

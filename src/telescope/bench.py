@@ -18,7 +18,11 @@ for each listed observation (a set of ``n_obs`` iid observations of the same par
   simulations, ``COVERAGE_SAMPLES`` posterior samples each; recorded per cell as the mean signed gap
   ``coverage - alpha`` over the nominal levels (``< 0``: overconfident), with ``coverage_max_gap``
   (largest ``|coverage - alpha|``) and the curve at 101 levels.  Telescope's npe, nle, nre_c and
-  nre_b have batched samplers for it; the other methods leave it out.
+  nre_b have batched samplers for it, and ``sbi_npe`` through :func:`telescope.interop.sbi.from_sbi` (the
+  same interface); the other methods leave it out.
+* ``tarp`` (opt in): TARP expected coverage (:func:`telescope.metrics.tarp_coverage`, Lemos et al.
+  2023) on the same pairs: samples only, so every method with a batched sampler; recorded as
+  ``tarp`` (mean signed gap ``ecp - alpha``), ``tarp_max_gap`` and ``tarp_curve``.
 
 and records wall times (``simulate_s``, ``train_s``, ``sample_s``, ``metric_s``).
 
@@ -63,9 +67,9 @@ METHODS = ("npe", "nle", "nre_c", "nre_b", "npse", "npse_gauss", "npse_jac", "np
            "sbi_npe", "sbi_nle", "sbi_nre_c")
 TALL_METHODS = ("nle", "nre_c", "nre_b", "npse", "npse_gauss", "npse_jac", "npse_fnpse")
 NORMALISED = ("npe", "sbi_npe")  # methods whose log density is normalised: NLPD is meaningful
-METRICS = ("c2st", "mmd", "swd", "nlpd", "coverage")
+METRICS = ("c2st", "mmd", "swd", "nlpd", "coverage", "tarp")
 DEFAULT_METRICS = ("c2st", "mmd", "swd", "nlpd")
-NO_REFERENCE = ("nlpd", "coverage")  # metrics that need no reference posterior
+NO_REFERENCE = ("nlpd", "coverage", "tarp")  # metrics that need no reference posterior
 COVERAGE_PAIRS, COVERAGE_SAMPLES = 200, 500
 FORMAT = 1
 
@@ -425,9 +429,17 @@ def run_cell(cell: dict, spec: dict, task, theta, x, simulate_s: float, trained:
         vals = [r[m] for r in per_obs if m in r and math.isfinite(r[m])]
         if vals:
             rec[m] = sum(vals) / len(vals)
+    if est is None and cell["method"] == "sbi_npe":  # an sbi posterior through telescope's interface
+        from .interop.sbi import from_sbi
+
+        est = from_sbi(model)
     if "coverage" in spec["metrics"] and cell["n_obs"] == 1 and _batched(est):
         t0 = time.perf_counter()
         rec.update(_coverage(est, task, cell["seed"]))
+        rec["metric_s"] += time.perf_counter() - t0
+    if "tarp" in spec["metrics"] and cell["n_obs"] == 1 and callable(getattr(est, "sample_batched", None)):
+        t0 = time.perf_counter()
+        rec.update(_tarp(est, task, cell["seed"]))
         rec["metric_s"] += time.perf_counter() - t0
     return rec
 
@@ -447,6 +459,19 @@ def _coverage(est, task, seed: int) -> dict:
     gap = cov - alphas
     return {"coverage": float(gap.mean()), "coverage_max_gap": float(gap.abs().max()),
             "coverage_curve": [round(float(c), 4) for c in cov]}
+
+
+def _tarp(est, task, seed: int) -> dict:
+    """TARP expected coverage on the coverage pairs (same seed, so the same simulations as ``coverage``)."""
+    import telescope as ts
+
+    from . import metrics as M
+
+    theta, x = ts.simulate(task.simulator, task.prior, COVERAGE_PAIRS, seed=10**9 + seed, progress_bar=False)
+    alphas, ecp = M.tarp_coverage(est, theta, x, n_samples=COVERAGE_SAMPLES, seed=seed)
+    gap = ecp - alphas
+    return {"tarp": float(gap.mean()), "tarp_max_gap": float(gap.abs().max()),
+            "tarp_curve": [round(float(c), 4) for c in ecp]}
 
 
 # -- the driver -------------------------------------------------------------------------------

@@ -345,7 +345,7 @@ def test_timeout_and_process_deaths_on_dask_process_workers():
 def test_cli_simulate_timeout_needs_workers(tmp_path, capsys):
     import argparse
 
-    from telescope.cli_simulate import add_parsers
+    from telescope.cli.simulate import add_parsers
 
     parser = argparse.ArgumentParser(prog="telescope")
     add_parsers(parser.add_subparsers(dest="command", required=True))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import telescope.simulation.store as store_mod
-from telescope.cli_simulate import add_parsers
+from telescope.cli.simulate import add_parsers
 from telescope.priors import BoxUniform
 from telescope.simulation.campaign import run_campaign
 from telescope.simulation.simulate import simulate

@@ -241,7 +241,7 @@ def test_coupled_diffusion_protocol_and_cases():
 def test_cli_mlmc_test_gaussian(tmp_path, capsys):
     import argparse
 
-    from telescope.cli_mlmc import add_parsers
+    from telescope.cli.mlmc import add_parsers
 
     parser = argparse.ArgumentParser(prog="telescope")
     add_parsers(parser.add_subparsers(dest="command", required=True))

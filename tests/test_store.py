@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from telescope.cli_simulate import add_parsers
+from telescope.cli.simulate import add_parsers
 from telescope.priors import BoxUniform, Gaussian
 from telescope.simulation.simulate import simulate
 from telescope.simulation.simulators import Simulator

@@ -1,62 +1,17 @@
-"""The ``telescope`` command.
+"""``telescope demo``: simulate a task, train an estimator, sample, score against the reference, write a report.
 
     telescope demo [--task two_moons] [--method npe] [--n 10000] [--out telescope-report]
-    telescope tasks [--regenerate NAME [--observations 1,2] [--n 10000]]
-    telescope simulate TASK --n N --store PATH [--workers W] [--scheduler ADDRESS]
-    telescope simulate --simulator pkg.module:function --prior pkg.module:prior --n N --store PATH
-    telescope train --method npe --store PATH --prior pkg.module:prior --out DIR
-    telescope sample DIR --observation x_o.npy --n 1000 --out samples.csv
-    telescope store info PATH | telescope store checkpoint PATH
-    telescope mlmc-test ...
-    telescope bench --methods npe,nre_c --tasks two_moons --budgets 1000 [--seeds 0,1] [--out FILE] | --summary FILE
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
-import sys
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+from ._common import say as _say
 
-
-def _say(msg: str) -> None:
-    print(f"[telescope] {msg}", flush=True)
-
-
-def cmd_tasks(args) -> int:
-    from . import tasks
-
-    if args.regenerate:
-        from .tasks._benchmark import regenerate
-
-        task = tasks.get(args.regenerate)  # unknown names: ValueError listing the tasks
-        if task.reference_kind is None:
-            raise ValueError(f"task {task.name!r} has no reference posterior to regenerate")
-        if args.n < 1:
-            raise ValueError(f"--n must be >= 1, got {args.n}")
-        obs = range(1, task.num_observations + 1) if args.observations == "all" else \
-            [int(v) for v in args.observations.split(",")]
-        for i in obs:
-            t0 = time.perf_counter()
-            try:
-                regenerate(task, i, args.n)
-            except RuntimeError as e:  # failed convergence checks: nothing was cached
-                print(f"telescope: error: {e}", file=sys.stderr)
-                return 1
-            diag = getattr(task, "diagnostics", {}) or {}
-            extra = f", max rhat = {float(diag['rhat'].max()):.4f}" if "rhat" in diag else ""
-            extra += f", min ESS = {float(diag['ess'].min()):.0f}" if "ess" in diag else ""
-            _say(f"{task.name}: reference for observation {i} ({args.n} samples) in "
-                 f"{time.perf_counter() - t0:.0f} s{extra}")
-        return 0
-    for name in tasks.list():
-        t = tasks.get(name)
-        print(f"{name:26s} dim_theta={t.dim_theta:<3d} dim_x={t.dim_x:<4d} reference={t.reference_kind}")
-    return 0
+__all__ = ["add_parsers", "cmd_demo"]
 
 
 def cmd_demo(args) -> int:
@@ -65,7 +20,7 @@ def cmd_demo(args) -> int:
 
     import telescope as ts
 
-    from . import metrics, plots
+    from .. import metrics, plots
 
     task = ts.tasks.get(args.task)
     _check_demo_args(args, task)  # before any work: no error after minutes of training
@@ -140,14 +95,9 @@ def _check_demo_args(args, task) -> None:
         raise ValueError(f"--max-time must be > 0 seconds, got {args.max_time}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ._version import __version__
-
-    p = argparse.ArgumentParser(prog="telescope", description="Simulation-based inference for expensive simulators.")
-    p.add_argument("--version", action="version", version=f"telescope {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    d = sub.add_parser("demo", help="simulate, train, sample and score a benchmark task; write a report")
+def add_parsers(subparsers) -> None:
+    """Register ``demo`` on ``subparsers`` (from ``ArgumentParser.add_subparsers()``)."""
+    d = subparsers.add_parser("demo", help="simulate, train, sample and score a benchmark task; write a report")
     d.add_argument("--task", default="two_moons")
     d.add_argument("--method", choices=["npe", "nle"], default="npe")
     d.add_argument("--n", type=int, default=10_000, help="number of simulations")
@@ -159,36 +109,3 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="telescope-report", help="report folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
-
-    t = sub.add_parser("tasks", help="list the benchmark tasks (or regenerate a cached reference posterior)")
-    t.add_argument("--regenerate", metavar="NAME", help="recompute and re-cache the reference posterior of task NAME")
-    t.add_argument("--observations", default="all", help="with --regenerate: 'all' or a list such as 1,2,5")
-    t.add_argument("--n", type=int, default=10_000, help="with --regenerate: reference samples per observation")
-    t.set_defaults(func=cmd_tasks)
-
-    for mod in ("cli_simulate", "cli_pipeline", "cli_mlmc", "cli_bench"):  # subcommands of other modules, when present
-        try:
-            m = importlib.import_module(f"telescope.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"telescope.{mod}":
-                raise
-            continue
-        m.add_parsers(sub)
-    return p
-
-
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"telescope: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

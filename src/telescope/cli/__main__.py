@@ -1,0 +1,7 @@
+"""``python -m telescope.cli``: the ``telescope`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -204,8 +204,9 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
                 terms = _terms(loss_fn(module, batch))
                 _check_finite(terms, epoch, b, "training")
                 opt.zero_grad(set_to_none=True)
+                loss = _total(terms)  # once per step: for backward and for the epoch's mean
                 if backward is None:
-                    _total(terms).backward()
+                    loss.backward()
                 else:
                     backward(terms, params)
                 if clip is not None:
@@ -215,7 +216,7 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
                     sched.step()
                 if avg is not None:
                     avg.update_parameters(module)
-                total += _total(terms).detach()
+                total += loss.detach()
                 count += 1
             history["train_loss"].append(float(total) / count)
             history["lr"].append(opt.param_groups[0]["lr"])

@@ -26,3 +26,14 @@ def test_ci_runs_the_readme_test_command():
     commands = re.findall(r"^(pip install .*pytest.*)$", readme, flags=re.M)
     assert len(commands) == 1, commands
     assert commands[0] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_doctests_run_by_default():
+    """Every `>>>` example under src/ runs: pytest collects the package with --doctest-modules, none is skipped."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "src/telescope" in ini["testpaths"] and "--doctest-modules" in ini["addopts"]
+    skipped = [str(p.relative_to(ROOT)) for p in (ROOT / "src").rglob("*.py") if "doctest: +SKIP" in p.read_text()]
+    assert not skipped, f"doctest examples skipped in {skipped}"

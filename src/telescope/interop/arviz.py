@@ -10,8 +10,8 @@ attributes.  ArviZ is imported only when the function is called (``pip install "
 
 Example:
     >>> import torch
-    >>> idata = to_inference_data(torch.randn(4, 100, 2), names=["a", "b"], x_o=torch.zeros(3))  # doctest: +SKIP
-    >>> idata.posterior["theta"].dims  # doctest: +SKIP
+    >>> idata = to_inference_data(torch.randn(4, 100, 2), names=["a", "b"], x_o=torch.zeros(3))  # needs arviz
+    >>> idata.posterior["theta"].dims
     ('chain', 'draw', 'parameter')
 """
 

@@ -605,8 +605,12 @@ def checkpoint(path) -> dict:
     it refuses while a campaign writes the store.  Returns ``{"file", "wal_frames", "checkpointed"}``.
 
     Example:
-        >>> checkpoint("runs/x")  # doctest: +SKIP
-        {'file': 'runs/x/simulations.sqlite', 'wal_frames': 12, 'checkpointed': 12}
+        >>> import tempfile, telescope as ts
+        >>> path = tempfile.mkdtemp() + "/x"
+        >>> _ = ts.simulate(lambda theta: theta + 1, ts.BoxUniform([0.0], [1.0]), 100, seed=0, store=path,
+        ...                 progress_bar=False)
+        >>> checkpoint(path)
+        {'file': '.../x/simulations.sqlite', 'wal_frames': ..., 'checkpointed': ...}
     """
     file = db_file(path)
     if not file.exists():
@@ -625,8 +629,13 @@ def store_info(path) -> dict:
     """A summary of a store: kind, simulators, prior, seed, levels (stored/target, failures, costs), size.
 
     Example:
-        >>> info = store_info("runs/x")  # doctest: +SKIP
-        >>> info["levels"][0]["n_stored"], info["levels"][0]["n_failed"]  # doctest: +SKIP
+        >>> import tempfile, telescope as ts
+        >>> path = tempfile.mkdtemp() + "/x"
+        >>> _ = ts.simulate(lambda theta: theta + 1, ts.BoxUniform([0.0], [1.0]), 100, seed=0, store=path,
+        ...                 progress_bar=False)
+        >>> info = store_info(path)
+        >>> info["kind"], info["levels"][0]["n_stored"], info["levels"][0]["n_failed"]
+        ('simulate', 100, 0)
     """
     with Store(path) as store, _guard(store.file):
         meta = store.meta

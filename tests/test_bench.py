@@ -45,8 +45,8 @@ def test_tiny_grid_end_to_end_with_summary_and_plot(tmp_path, capsys):
 
 
 def test_coverage_metric_is_recorded_for_batched_estimators(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "COVERAGE_PAIRS", 40)
-    monkeypatch.setattr(bench, "COVERAGE_SAMPLES", 100)
+    monkeypatch.setattr(bench.runner, "COVERAGE_PAIRS", 40)
+    monkeypatch.setattr(bench.runner, "COVERAGE_SAMPLES", 100)
     spec = bench.make_spec(methods=["npe", "nre_c"], metrics=["c2st", "coverage"], **TINY)
     recs = bench.run(spec, tmp_path / "r.jsonl", quiet=True)
     alphas = torch.linspace(0, 1, 101, dtype=torch.float64)
@@ -91,8 +91,8 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
 def test_cells_that_differ_only_in_sampler_or_n_obs_share_one_training(tmp_path, monkeypatch):
     fits = []
     fit = bench._fit
-    monkeypatch.setattr(bench, "_fit", lambda kind, *a, **k: fits.append(kind) or fit(kind, *a, **k))
-    monkeypatch.setattr(bench, "_reference", lambda task, i, n_obs, n: task.prior.sample((n,)))  # no MCMC here
+    monkeypatch.setattr(bench.runner, "_fit", lambda kind, *a, **k: fits.append(kind) or fit(kind, *a, **k))
+    monkeypatch.setattr(bench.runner, "_reference", lambda task, i, n_obs, n: task.prior.sample((n,)))  # no MCMC here
     spec = bench.make_spec(methods=["npse_gauss", "npse_jac"], tasks=["bernoulli_glm"], budgets=[300],
                            n_obs=[1, 2], metrics=["swd"], samples=100, max_epochs=2,
                            sample_options={"npse_jac": {"steps": 20}})
@@ -105,7 +105,7 @@ def test_cells_that_differ_only_in_sampler_or_n_obs_share_one_training(tmp_path,
 
 def test_fit_options_reach_the_estimator_and_its_training(tmp_path, monkeypatch):
     """Constructor arguments (K, width) and fit arguments (batch_size, max_epochs) both arrive, per method."""
-    monkeypatch.setattr(bench, "_reference", lambda task, i, n_obs, n: task.prior.sample((n,)))
+    monkeypatch.setattr(bench.runner, "_reference", lambda task, i, n_obs, n: task.prior.sample((n,)))
     built = []
     fit = bench._fit
 
@@ -114,7 +114,7 @@ def test_fit_options_reach_the_estimator_and_its_training(tmp_path, monkeypatch)
         built.append(est)
         return est, epochs
 
-    monkeypatch.setattr(bench, "_fit", recording_fit)
+    monkeypatch.setattr(bench.runner, "_fit", recording_fit)
     spec = bench.make_spec(methods=["nre_c", "nre_b"], tasks=["two_moons"], budgets=[300], metrics=["swd"],
                            samples=50, fit_options={"nre_c": {"K": 3, "width": 16, "batch_size": 64,
                                                               "max_epochs": 2}})

@@ -13,7 +13,7 @@ from telescope import bench, tasks
 def test_bench_scores_sir_on_sbibms_data_and_records_it(tmp_path, monkeypatch):
     seen = []
     ref = bench._reference
-    monkeypatch.setattr(bench, "_reference", lambda task, i, n_obs, n: seen.append(ref(task, i, n_obs, n)) or seen[-1])
+    monkeypatch.setattr(bench.runner, "_reference", lambda task, i, n_obs, n: seen.append(ref(task, i, n_obs, n)) or seen[-1])
     spec = bench.make_spec(methods=["npe"], tasks=["sir", "two_moons"], budgets=[200], metrics=["swd"], samples=100,
                            max_epochs=2)
     assert spec["observation_sets"] == {"sir": "sbibm"}  # two_moons has no sbibm files
@@ -37,8 +37,8 @@ def test_bench_scores_sir_on_sbibms_data_and_records_it(tmp_path, monkeypatch):
 
 def test_tarp_metric_for_telescope_and_sbi_peers_and_coverage_for_sbi_npe(tmp_path, monkeypatch):
     pytest.importorskip("sbi")
-    monkeypatch.setattr(bench, "COVERAGE_PAIRS", 40)
-    monkeypatch.setattr(bench, "COVERAGE_SAMPLES", 100)
+    monkeypatch.setattr(bench.runner, "COVERAGE_PAIRS", 40)
+    monkeypatch.setattr(bench.runner, "COVERAGE_SAMPLES", 100)
     spec = bench.make_spec(methods=["npe", "sbi_npe"], tasks=["gaussian_linear"], budgets=[300],
                            metrics=["coverage", "tarp"], samples=100, max_epochs=3)
     recs = bench.run(spec, tmp_path / "r.jsonl", quiet=True)

@@ -25,13 +25,16 @@ def _data(n=200, seed=0):
 # 7. untrusted files
 # ---------------------------------------------------------------------------------------------
 def test_every_torch_load_uses_weights_only():
+    import ast
     import pathlib
-    import re
 
     src = pathlib.Path(ts.__file__).parent
-    calls = [(p, m.group(0)) for p in src.rglob("*.py") for m in re.finditer(r"torch\.load\([^)]*\)", p.read_text())]
+    calls = [(p, node) for p in src.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load"]
     assert calls
-    assert all("weights_only=True" in c for _, c in calls), [c for c in calls if "weights_only=True" not in c[1]]
+    safe = lambda call: any(k.arg == "weights_only" and isinstance(k.value, ast.Constant)  # noqa: E731
+                            and k.value.value is True for k in call.keywords)
+    assert all(safe(c) for _, c in calls), [f"{p}:{c.lineno}" for p, c in calls if not safe(c)]
 
 
 @pytest.mark.parametrize("cls, key, value", [

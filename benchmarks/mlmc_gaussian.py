@@ -24,7 +24,8 @@ import time
 
 import torch
 
-from telescope.mlmc_experiments import run_gaussian, summary
+from telescope.mlmc.gaussian import run_gaussian
+from telescope.mlmc.report import summary
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ from telescope.diffusion import (
     sampler_eta,
     score_to_eps,
 )
-from telescope.mlmc_experiments import GaussianData
+from telescope.mlmc.gaussian import GaussianData
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -30,10 +30,11 @@ STAGES: list[tuple[str, list[str]]] = [
     ("diagnostics", ["telescope.diagnostics"]),
     ("estimators", ["telescope.estimators", "telescope.interop"]),  # interop: adapters of the estimator protocol
     ("tasks", ["telescope.tasks"]),
-    ("multilevel and MLMC", ["telescope.multilevel", "telescope.mlmc", "telescope.mlmc_diffusion"]),
+    ("multilevel and MLMC", ["telescope.multilevel", "telescope.mlmc", "telescope.mlmc_diffusion",
+                             "telescope.mlmc_experiments", "telescope.mlmc_npse"]),
     ("facade", []),  # the package root ``telescope``: nothing below may import it
     ("applications", ["telescope.bench", "telescope.cli", "telescope.cli_bench", "telescope.cli_mlmc", "telescope.cli_pipeline",
-                      "telescope.cli_simulate", "telescope.mlmc_experiments", "telescope.mlmc_npse"]),
+                      "telescope.cli_simulate"]),
 ]
 
 #: known exceptions (importer, imported), each with its reason

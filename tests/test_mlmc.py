@@ -12,6 +12,8 @@ O(h) on a uniform grid, where beta therefore falls to 1 on fine levels (the pape
 
 import json
 import math
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -28,7 +30,7 @@ from telescope.mlmc import (
     start_level_from,
 )
 from telescope.mlmc.coupled import CoupledDiffusion
-from telescope.mlmc_experiments import GaussianData
+from telescope.mlmc.gaussian import GaussianData
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -256,9 +258,21 @@ def test_cli_mlmc_test_gaussian(tmp_path, capsys):
     assert "eps" in capsys.readouterr().err
 
 
+def _digits_runner():
+    """The digits experiment's runner: ``benchmarks/mlmc_digits.py`` (an experiment, not part of the library)."""
+    bench = str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import mlmc_digits
+
+    return mlmc_digits
+
+
 def test_digits_problem_shapes_untrained():
     from telescope.diffusion import VPSchedule
-    from telescope.mlmc_experiments import DigitsEps, digits_problem, load_digits_tensor
+
+    digits = _digits_runner()
+    DigitsEps, digits_problem, load_digits_tensor = digits.DigitsEps, digits.digits_problem, digits.load_digits_tensor
 
     torch.manual_seed(0)
     net = DigitsEps(hidden=32).eval()
@@ -274,9 +288,7 @@ def test_digits_problem_shapes_untrained():
 @pytest.mark.slow
 def test_digits_savings_small_run(tmp_path):
     """A reduced digits run (short training): MLMC must beat MC at the smallest eps."""
-    from telescope.mlmc_experiments import run_digits
-
-    res = run_digits(str(tmp_path), tasks=("inpaint",), train_steps=2000, n=500, L=7, eps=(0.01, 0.004),
+    res = _digits_runner().run_digits(str(tmp_path), tasks=("inpaint",), train_steps=2000, n=500, L=7, eps=(0.01, 0.004),
                      log=lambda m: None)
     assert res["inpaint"]["complexity"]["savings"][-1] > 2
 
@@ -287,7 +299,9 @@ def test_doctests():
     import telescope.diffusion
     import telescope.mlmc.coupled
     import telescope.mlmc.driver
-    import telescope.mlmc_experiments
+    import telescope.mlmc.gaussian
+    import telescope.mlmc.report
 
-    for mod in (telescope.mlmc.driver, telescope.diffusion, telescope.mlmc.coupled, telescope.mlmc_experiments):
+    for mod in (telescope.mlmc.driver, telescope.diffusion, telescope.mlmc.coupled, telescope.mlmc.gaussian,
+                telescope.mlmc.report):
         assert doctest.testmod(mod).failed == 0, mod.__name__

@@ -213,7 +213,7 @@ def test_score_net_pieces():
 
 # -- MLMC over sampler steps on NPSE posteriors (issue 7, experiment b) ------------------------
 def test_noise_predictor_is_the_network_and_the_gauss_composition(trained):
-    from telescope.mlmc_npse import npse_problem  # noqa: F401  (the module imports cleanly)
+    from telescope.mlmc.npse import npse_problem  # noqa: F401  (the module imports cleanly)
 
     est, _ = trained
     z = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
@@ -232,7 +232,7 @@ def test_coupled_levels_on_npse_posteriors_decay_and_match_the_analytic_moments(
     of the level below (consistency), and the fine samples give the analytic posterior moments (one observation
     and the tall GAUSS posterior of 8), within the network's accuracy."""
     from telescope.mlmc import convergence_test
-    from telescope.mlmc_npse import gaussian_linear_moments, npse_problem
+    from telescope.mlmc.npse import gaussian_linear_moments, npse_problem
 
     est, _ = trained
     for xs, n_conv, mean_tol, var_lo, var_hi in ((X_SET[:1], 300, 0.3, 0.7, 1.4), (X_SET, 150, 0.6, 0.6, 1.5)):

@@ -9,13 +9,21 @@
 
 Each run writes ``<name>.json`` (the convergence test per level, the complexity test per
 tolerance, alpha/beta/gamma, savings) and ``<name>.png`` (the Figure-3 panels) to ``--out``,
-and prints a JSON summary.
+and prints a JSON summary.  The exact-Gaussian check runs in the library
+(:func:`telescope.mlmc.gaussian.run_gaussian`); the digits and NPSE experiments train networks, so
+their runners live with the benchmarks (``benchmarks/mlmc_digits.py``, ``benchmarks/mlmc_npse.py``)
+and these two experiments run from a source checkout.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from pathlib import Path
+
+from ..mlmc.gaussian import run_gaussian
+from ..mlmc.report import summary
 
 __all__ = ["add_parsers", "cmd_mlmc_test"]
 
@@ -64,10 +72,22 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(func=cmd_mlmc_test)
 
 
+def _benchmark(name: str, experiment: str):
+    """The experiment runner ``benchmarks/<name>.py`` of a source checkout (beside the package, or in the
+    working directory); a ``ValueError`` that says where it was looked for when there is none."""
+    roots = [Path(__file__).resolve().parents[3] / "benchmarks", Path.cwd() / "benchmarks"]
+    for root in roots:
+        if (root / f"{name}.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            return importlib.import_module(name)
+    raise ValueError(f"--experiment {experiment} runs benchmarks/{name}.py of a telescope source checkout, not "
+                     f"found in {' or '.join(str(r) for r in roots)}; run telescope from the checkout or "
+                     f"python benchmarks/{name}.py")
+
+
 def cmd_mlmc_test(args) -> int:
     import torch
-
-    from .. import mlmc_experiments as ex
 
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[telescope] {msg}", file=sys.stderr, flush=True))
     if args.threads is not None:
@@ -81,16 +101,15 @@ def cmd_mlmc_test(args) -> int:
             return 2
     try:
         if args.experiment == "gaussian":
-            res = ex.run_gaussian(args.out, d=args.dim, sampler=args.sampler or "ddpm", eta=args.eta,
+            res = run_gaussian(args.out, d=args.dim, sampler=args.sampler or "ddpm", eta=args.eta,
                                   n=args.n or 20000, L=args.levels or 8,
                                   eps=tuple(args.eps or (0.02, 0.01, 0.005, 0.0025)), M=args.M, start_level=start,
                                   seed=args.seed, progress=not args.quiet, log=log)
-            out = {"gaussian": {**ex.summary(res), "exact_alpha": res["exact"]["alpha"],
+            out = {"gaussian": {**summary(res), "exact_alpha": res["exact"]["alpha"],
                                 "exact_beta": res["exact"]["beta"], "error_vs_truth": res["error"]["vs_truth"],
                                 "files": res.get("files")}}
         elif args.experiment == "npse":
-            from ..mlmc_npse import run_npse
-
+            run_npse = _benchmark("mlmc_npse", "npse").run_npse
             posts = ("single", "tall") if args.posterior == "all" else (args.posterior,)
             res = run_npse(args.out, model=args.model, n_obs=args.n_obs, posteriors=posts,
                            sampler=args.sampler or "ddpm", eta=args.eta, n=args.n or 2000, L=args.levels or 10,
@@ -98,15 +117,16 @@ def cmd_mlmc_test(args) -> int:
                            eps=tuple(args.eps or (0.01, 0.005, 0.0025)),
                            eps_tall=tuple(args.eps_tall or (0.008, 0.004, 0.002)), M=args.M, start_level=start,
                            seed=args.seed, progress=not args.quiet, log=log)
-            out = {p: {**ex.summary(res[p]), "truth": res[p]["truth"], "files": res[p].get("files")} for p in posts}
+            out = {p: {**summary(res[p]), "truth": res[p]["truth"], "files": res[p].get("files")} for p in posts}
         else:
-            tasks = ex.TASKS if args.task == "all" else (args.task,)
-            res = ex.run_digits(args.out, tasks=tasks, model=args.model, train_steps=args.train_steps,
+            digits = _benchmark("mlmc_digits", "digits")
+            tasks = digits.TASKS if args.task == "all" else (args.task,)
+            res = digits.run_digits(args.out, tasks=tasks, model=args.model, train_steps=args.train_steps,
                                 n=args.n or 1000, L=args.levels or 9,
                                 eps=tuple(args.eps or (0.008, 0.004, 0.002, 0.001)), M=args.M,
                                 start_level=start, sampler=args.sampler, seed=args.seed,
                                 progress=not args.quiet, log=log)
-            out = {t: {**ex.summary(res[t]), "files": res[t].get("files")} for t in tasks}
+            out = {t: {**summary(res[t]), "files": res[t].get("files")} for t in tasks}
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,12 +3,16 @@ r"""Multilevel Monte Carlo: Giles' adaptive driver, convergence and complexity t
 * :mod:`~telescope.mlmc.driver` — :func:`mlmc` (Giles' adaptive algorithm), :func:`convergence_test`,
   :func:`complexity_test`, :func:`mlmc_test` and the level-sampler protocol;
 * :mod:`~telescope.mlmc.coupled` — :class:`CoupledDiffusion`, coarse and fine diffusion sampler paths
-  driven by the same Gaussian increments (Haji-Ali et al. 2025, Algorithm 2).
+  driven by the same Gaussian increments (Haji-Ali et al. 2025, Algorithm 2);
+* :mod:`~telescope.mlmc.npse` — :func:`npse_problem`, the level sampler for posterior moments under a trained NPSE;
+* :mod:`~telescope.mlmc.gaussian` — :class:`GaussianData`, an exact test problem (exact rates per level)
+  and :func:`~telescope.mlmc.gaussian.run_gaussian`, the check ``telescope mlmc-test`` runs;
+* :mod:`~telescope.mlmc.report` — a test result's headline numbers and its JSON and figure files.
 
 ``telescope.mlmc.mlmc`` is the driver function, as before this package existed.
 """
 
-from . import coupled, driver
+from . import coupled, driver, gaussian, npse, report
 from .coupled import CoupledDiffusion, square
 from .driver import (
     LevelSampler,
@@ -22,5 +26,8 @@ from .driver import (
     select_start_level,
     start_level_from,
 )
+from .gaussian import GaussianData, gaussian_problem
+from .npse import gaussian_linear_moments, npse_problem
 
-__all__ = ['LevelSampler', 'MLMCResult', 'mlmc', 'convergence_test', 'complexity_test', 'mlmc_test', 'select_start_level', 'start_level_from', 'fit_rate', 'MLMCWarning', 'CoupledDiffusion', 'square', 'coupled', 'driver']
+__all__ = ['LevelSampler', 'MLMCResult', 'mlmc', 'convergence_test', 'complexity_test', 'mlmc_test', 'select_start_level', 'start_level_from', 'fit_rate', 'MLMCWarning', 'CoupledDiffusion', 'square', 'coupled', 'driver',
+           'GaussianData', 'gaussian_problem', 'npse_problem', 'gaussian_linear_moments', 'gaussian', 'npse', 'report']

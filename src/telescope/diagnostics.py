@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,7 @@ from torch import Tensor
 
 from .simulation.simulators import as_simulator, seeded
 from .utils import check_count
+from .utils import save_figure as _save
 
 __all__ = [
     "log_normalizer",
@@ -294,14 +294,6 @@ def _figure(ax, size=(4.5, 3.5)):
         fig = Figure(figsize=size)
         return fig, fig.add_subplot()
     return ax.figure, ax
-
-
-def _save(fig, path: PathLike | None, dpi: int):
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return fig
 
 
 def plot_log_normalizer(log_z, path: PathLike | None = None, *, bins: int = 30, ax=None, dpi: int = 120):

@@ -80,6 +80,7 @@ from .calibration import (
     tarp,
     tarp_coverage,
 )
+from .utils import check_count
 
 __all__ = [
     "c2st",
@@ -154,14 +155,6 @@ def _pair(p: Any, q: Any, *, min_rows: int = 1) -> tuple[Tensor, Tensor]:
     return p, q
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
 def _subsample(t: Tensor, k: int | None, generator: torch.Generator) -> Tensor:
     if k is None or t.shape[0] <= k:
         return t
@@ -207,10 +200,10 @@ def c2st(p: Any, q: Any, *, seed: int = 0, n_folds: int = 5, max_samples: int | 
 
     if backend not in ("torch", "sklearn"):
         raise ValueError(f"backend must be 'torch' or 'sklearn', got {backend!r}")
-    n_folds = _positive_int("n_folds", n_folds, 2)
-    n_jobs = _positive_int("n_jobs", n_jobs)
+    n_folds = check_count("n_folds", n_folds, 2)
+    n_jobs = check_count("n_jobs", n_jobs)
     if max_samples is not None:
-        max_samples = _positive_int("max_samples", max_samples, n_folds)
+        max_samples = check_count("max_samples", max_samples, n_folds)
     p, q = _pair(p, q)
     g = torch.Generator().manual_seed(int(seed))
     p, q = _subsample(p, max_samples, g), _subsample(q, max_samples, g)
@@ -384,7 +377,7 @@ def mmd(p: Any, q: Any, bandwidth: float | None = None, *, seed: int = 0, chunk:
         True
     """
     p, q = _pair(p, q, min_rows=2)
-    chunk = _positive_int("chunk", chunk)
+    chunk = check_count("chunk", chunk)
     if bandwidth is None:
         g = torch.Generator().manual_seed(int(seed))
         bandwidth = _median_distance(torch.cat([p, q]), g)
@@ -455,7 +448,7 @@ def mmd_to_point(samples: Any, point: Any, bandwidth: float, *, marginals: bool 
         raise ValueError(f"samples contains NaN or inf in {bad} of {n} rows; expected finite samples "
                          f"(or nonfinite='far')")
     gamma = 1.0 / (2.0 * _check_bandwidth(bandwidth) ** 2)
-    chunk = _positive_int("chunk", chunk)
+    chunk = check_count("chunk", chunk)
     parts = [(x[:, j:j + 1], t[j:j + 1]) for j in range(d)] if marginals else [(x, t)]
     out = []
     for s, tj in parts:
@@ -516,8 +509,8 @@ def sliced_wasserstein(p: Any, q: Any, n_projections: int = 1000, seed: int = 0,
         3.5
     """
     p, q = _pair(p, q)
-    n_projections = _positive_int("n_projections", n_projections)
-    chunk = _positive_int("chunk", chunk)
+    n_projections = check_count("n_projections", n_projections)
+    chunk = check_count("chunk", chunk)
     if isinstance(order, bool) or not isinstance(order, (int, float)) or not order >= 1 \
             or not math.isfinite(order):
         raise ValueError(f"order must be a finite number >= 1, got {order!r}")
@@ -686,8 +679,8 @@ def coverage(estimator: BatchedEstimator, theta: Any, x: Any, n_samples: int = 1
         if not callable(getattr(estimator, attr, None)):
             raise TypeError(f"estimator must provide {attr}(...) (see telescope.metrics.BatchedEstimator), "
                             f"got {type(estimator).__name__} without it")
-    n_samples = _positive_int("n_samples", n_samples)
-    batch_size = _positive_int("batch_size", batch_size)
+    n_samples = check_count("n_samples", n_samples)
+    batch_size = check_count("batch_size", batch_size)
     theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
     x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
     if theta_t.dim() != 2 or theta_t.shape[0] == 0 or theta_t.shape[1] == 0:
@@ -739,8 +732,8 @@ def sbc(estimator: Any, theta: Any, x: Any, n_samples: int = 1000, *, batch_size
     if not callable(getattr(estimator, "sample_batched", None)):
         raise TypeError(f"estimator must provide sample_batched(x, n) (a telescope estimator or an sbi posterior), "
                         f"got {type(estimator).__name__}")
-    n_samples = _positive_int("n_samples", n_samples)
-    batch_size = _positive_int("batch_size", batch_size)
+    n_samples = check_count("n_samples", n_samples)
+    batch_size = check_count("batch_size", batch_size)
     theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
     x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
     if theta_t.dim() != 2 or theta_t.shape[0] == 0:
@@ -821,7 +814,7 @@ def sbc_uniformity(ranks: Any, n: int, *, method: str = "ks", bins: int | None =
     """
     from scipy import stats
 
-    n = _positive_int("n", n)
+    n = check_count("n", n)
     r = _as_tensor("ranks", ranks)
     if r.dim() == 1:
         r = r.unsqueeze(-1)
@@ -840,7 +833,7 @@ def sbc_uniformity(ranks: Any, n: int, *, method: str = "ks", bins: int | None =
     elif method == "chi2":
         if bins is None:
             bins = max(2, min(20, m // 10, n + 1))
-        bins = _positive_int("bins", bins, 2)
+        bins = check_count("bins", bins, 2)
         if bins > n + 1:
             raise ValueError(f"bins must be at most n + 1 = {n + 1} (the number of rank values), got {bins}")
         # bin b holds the rank values floor(b (n+1) / bins) ... floor((b+1)(n+1)/bins) - 1

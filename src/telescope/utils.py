@@ -1,14 +1,15 @@
-"""Small shared helpers: argument checks, progress bars, devices."""
+"""Small shared helpers: argument checks, progress bars, devices, figure files."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_seed", "check_count", "check_matrix", "check_finite_rows", "progress", "as_device"]
+__all__ = ["check_seed", "check_count", "check_matrix", "check_finite_rows", "progress", "as_device", "save_figure"]
 
 
 #: Seeds accepted by campaigns: every integer in ``[SEED_MIN, SEED_MAX]`` (the range of ``torch.manual_seed``)
@@ -110,3 +111,13 @@ def progress(total: int | None = None, desc: str = "", enabled: bool = True, uni
 
 def logmeanexp(x: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(x, dim) - math.log(x.shape[dim])
+
+
+def save_figure(fig, path=None, dpi: int = 120):
+    """Write ``fig`` (a matplotlib Figure) to ``path`` (parent folders created; tight bounding box) unless
+    ``path`` is None; returns ``fig``."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return fig

@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils import check_count
 from ..utils import progress as _progress
 
 __all__ = [
@@ -107,14 +108,6 @@ def _check_M(M) -> int:
     if M < 2:
         raise ValueError(f"M must be an integer >= 2 (the refinement factor between levels), got {M}")
     return int(M)
-
-
-def _check_int(name: str, v, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    if v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v}")
-    return int(v)
 
 
 def _check_rate(name: str, v) -> float | None:
@@ -228,7 +221,7 @@ class _Runner:
         if not callable(sampler):
             raise TypeError(f"sampler must be callable as sampler(level, n), got {type(sampler).__name__}")
         self.sampler, self.M, self.cost_model = sampler, M, cost
-        self.batch_size = None if batch_size is None else _check_int("batch_size", batch_size, 1)
+        self.batch_size = None if batch_size is None else check_count("batch_size", batch_size, 1)
         try:
             params = inspect.signature(sampler).parameters
             self.accepts_coarse = "coarse" in params or any(
@@ -423,20 +416,20 @@ def mlmc(sampler: LevelSampler, eps: float, *, M: int = 2, start_level: int | st
     """
     eps = _check_eps(eps)
     M = _check_M(M)
-    n_initial = _check_int("n_initial", n_initial, 2)
-    n_min = _check_int("n_min", n_min, 2)
-    max_level = _check_int("max_level", max_level, 2)
+    n_initial = check_count("n_initial", n_initial, 2)
+    n_min = check_count("n_min", n_min, 2)
+    max_level = check_count("max_level", max_level, 2)
     alpha_0, beta_0, gamma_0 = _check_rate("alpha", alpha), _check_rate("beta", beta), _check_rate("gamma", gamma)
     if not 0 < theta < 1:
         raise ValueError(f"theta must lie in (0, 1), got {theta}")
-    bias_levels = _check_int("bias_levels", bias_levels, 1)
+    bias_levels = check_count("bias_levels", bias_levels, 1)
     _norm_weight(norm, 1)
     if isinstance(start_level, str):
         if start_level != "auto":
             raise ValueError(f"start_level must be an integer >= 0 or 'auto', got {start_level!r}")
         start_level = select_start_level(sampler, M=M, n=n_initial, max_level=max_level - 2, cost=cost,
                                          norm=norm, batch_size=batch_size)["start_level"]
-    l0 = _check_int("start_level", start_level, 0)
+    l0 = check_count("start_level", start_level, 0)
     if max_level < l0 + 2:
         raise ValueError(f"max_level must be >= start_level + 2 = {l0 + 2}, got {max_level}")
 
@@ -604,10 +597,10 @@ def select_start_level(sampler: LevelSampler, *, M: int = 2, n: int = 1000, max_
         ``{"start_level": l0, "pilot": [per-level stats], "pilot_cost": total cost}``.
     """
     M = _check_M(M)
-    n = _check_int("n", n, 2)
+    n = check_count("n", n, 2)
     run = _Runner(sampler, M, cost, batch_size)
     pilot = []
-    for l0 in range(0, _check_int("max_level", max_level, 0) + 1):
+    for l0 in range(0, check_count("max_level", max_level, 0) + 1):
         run.draw(l0 + 1, n, base=False)
         s = run.levels[l0 + 1].stats(_norm_weight(norm, int(np.prod(run.q_shape))))
         r = run.fine_cost(l0 + 1) / run.fine_cost(l0) if cost is not None else float(M)
@@ -643,8 +636,8 @@ def convergence_test(sampler: LevelSampler, n: int, L: int, *, M: int = 2, cost:
         A JSON-able dict of lists indexed like ``levels``.
     """
     M = _check_M(M)
-    n = _check_int("n", n, 2)
-    L = _check_int("L", L, 1)
+    n = check_count("n", n, 2)
+    L = check_count("L", L, 1)
     run = _Runner(sampler, M, cost, batch_size)
     rows = []
     means_f = []
@@ -676,7 +669,7 @@ def convergence_test(sampler: LevelSampler, n: int, L: int, *, M: int = 2, cost:
     out["consistency"] = check
     l0 = start_level_from(out)
     out["start_level"] = l0
-    lo = max(1, l0 + 1) if fit_from is None else _check_int("fit_from", fit_from, 1)
+    lo = max(1, l0 + 1) if fit_from is None else check_count("fit_from", fit_from, 1)
     if L - lo < 1:
         lo = max(1, L - 1)
     up = list(range(lo, L + 1))

@@ -23,7 +23,6 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
+from ..utils import save_figure as _save
 
 __all__ = ["corner", "coverage_plot", "training_curves", "sbc_histograms"]
 
@@ -72,14 +73,6 @@ def _finite_rows(name: str, a: np.ndarray) -> np.ndarray:
         raise ValueError(f"{name} has no finite row (all {a.shape[0]} rows contain NaN or inf)")
     warnings.warn(f"{name}: dropped {int((~ok).sum())} of {a.shape[0]} rows containing NaN or inf", stacklevel=3)
     return a[ok]
-
-
-def _save(fig: Figure, path: PathLike | None, dpi: int) -> Figure:
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return fig
 
 
 def _finite_range(columns: list[np.ndarray], extra: float | None) -> tuple[float, float]:

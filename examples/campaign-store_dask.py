@@ -38,7 +38,7 @@ def main():
         ts.simulate(simulator, prior, N // 2, seed=0, batch_size=BATCH, store=store, progress_bar=False)
         theta, x = ts.simulate(simulator, prior, N, seed=0, batch_size=BATCH, store=store, workers=2,
                                progress_bar=False)                       # 2 local worker processes
-        info = ts.simulation.store.store_info(store)
+        info = ts.simulation.store_info(store)
         print("stored:", info["levels"][0]["n_stored"], "failed:", info["levels"][0]["n_failed"])
 
         # the same campaign on any executor gives bitwise the same data

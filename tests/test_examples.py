@@ -43,7 +43,7 @@ def _run(name: str, out: pathlib.Path) -> subprocess.CompletedProcess:
 def example_runs(request, tmp_path_factory):
     """Run every example selected in this session, two at a time; ``{name: CompletedProcess}``."""
     names = [item.callspec.params["name"] for item in request.session.items
-             if item.originalname == "test_example" and hasattr(item, "callspec")]
+             if getattr(item, "originalname", None) == "test_example" and hasattr(item, "callspec")]
     outs = {name: tmp_path_factory.mktemp(name.replace(".", "_")) for name in names}
     with ThreadPoolExecutor(2) as pool:
         futures = {name: pool.submit(_run, name, outs[name]) for name in names}

@@ -29,8 +29,8 @@ class TLNPE(NPE):
         >>> th = prior.sample((300,))
         >>> est = TLNPE(prior, transforms=1, hidden=(8,)).fit((th, th + 0.2), (th[:20], th[:20]),
         ...                                                   max_epochs=2, progress_bar=False)
-        >>> sorted(est.history)[:3]
-        ['best_epoch', 'best_val_loss', 'epochs']
+        >>> {"best_epoch", "best_val_loss", "epochs"} <= set(est.history)
+        True
     """
 
     train_defaults = {"batch_size": 200, "lr": 1e-3, "patience": 20, "val_fraction": 0.2}

@@ -43,33 +43,13 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
     if observation_set not in ("sbibm", "telescope"):
         raise ValueError(f"observation_set must be 'sbibm' or 'telescope', got {observation_set!r}")
 
-    def listed(name, values, allowed=None):
-        values = list(values)
-        if not values:
-            raise ValueError(f"{name} must not be empty")
-        if allowed is not None:
-            bad = [v for v in values if v not in allowed]
-            if bad:
-                raise ValueError(f"unknown {name[:-1]} {', '.join(map(repr, bad))}; available: {', '.join(allowed)}")
-        if len(set(values)) != len(values):
-            raise ValueError(f"{name} has duplicates: {values}")
-        return values
-
-    def ints(name, values, minimum):
-        values = listed(name, values)
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                what = " (simulation counts)" if name == "budgets" else ""
-                raise ValueError(f"{name} must be integers >= {minimum}{what}, got {v!r}")
-        return values
-
-    methods = listed("methods", methods, METHODS)
-    tasks = listed("tasks", tasks, tuple(task_registry.list()))
-    metrics = listed("metrics", metrics, METRICS)
-    budgets = ints("budgets", budgets, 1)
-    seeds = ints("seeds", seeds, 0)
-    observations = ints("observations", observations, 1)
-    n_obs = ints("n_obs", n_obs, 1)
+    methods = _listed("methods", methods, METHODS)
+    tasks = _listed("tasks", tasks, tuple(task_registry.list()))
+    metrics = _listed("metrics", metrics, METRICS)
+    budgets = _ints("budgets", budgets, 1)
+    seeds = _ints("seeds", seeds, 0)
+    observations = _ints("observations", observations, 1)
+    n_obs = _ints("n_obs", n_obs, 1)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
     if c2st_max_samples is not None and (not isinstance(c2st_max_samples, int) or c2st_max_samples < 10):
@@ -79,6 +59,44 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
         if single:
             raise ValueError(f"methods {single} take one observation only (n_obs = 1); methods for n_obs > 1: "
                              f"{', '.join(TALL_METHODS)}")
+    sbibm_sets = _check_tasks(tasks, observations, n_obs, metrics, observation_set)
+    if any(REGISTRY[m].peer for m in methods):
+        peers.import_sbi()
+    spec = {"format": FORMAT, "methods": methods, "tasks": tasks, "budgets": budgets, "seeds": seeds,
+            "observations": observations, "n_obs": n_obs, "metrics": metrics, "samples": samples,
+            "c2st_max_samples": c2st_max_samples, "max_epochs": max_epochs, "max_time": max_time}
+    if sbibm_sets:  # only then: results files of grids without such tasks still resume
+        spec["observation_sets"] = sbibm_sets
+    ours = [m for m in methods if not REGISTRY[m].peer]
+    trained = list(dict.fromkeys(REGISTRY[m].kind for m in ours))  # the estimators the grid trains
+    spec.update(_check_options(ours, trained, sample_options, fit_options))
+    return spec
+
+
+def _listed(name, values, allowed=None):
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    if allowed is not None:
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            raise ValueError(f"unknown {name[:-1]} {', '.join(map(repr, bad))}; available: {', '.join(allowed)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} has duplicates: {values}")
+    return values
+
+
+def _ints(name, values, minimum):
+    values = _listed(name, values)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            what = " (simulation counts)" if name == "budgets" else ""
+            raise ValueError(f"{name} must be integers >= {minimum}{what}, got {v!r}")
+    return values
+
+
+def _check_tasks(tasks, observations, n_obs, metrics, observation_set: str) -> dict:
+    """Check that each task has the observations and references the grid needs; returns the tasks on sbibm's data."""
     sbibm_sets = {}
     for name in tasks:
         task = task_registry.get(name, **task_options(name, observation_set))
@@ -94,15 +112,12 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
                              f"{', '.join(have)} (or use --metrics nlpd,coverage)")
         if max(n_obs) > 1 and not hasattr(task, "tall_reference_samples") and needs_ref:
             raise ValueError(f"task {name!r} has no tall-data reference (n_obs > 1)")
-    if any(REGISTRY[m].peer for m in methods):
-        peers.import_sbi()
-    spec = {"format": FORMAT, "methods": methods, "tasks": tasks, "budgets": budgets, "seeds": seeds,
-            "observations": observations, "n_obs": n_obs, "metrics": metrics, "samples": samples,
-            "c2st_max_samples": c2st_max_samples, "max_epochs": max_epochs, "max_time": max_time}
-    if sbibm_sets:  # only then: results files of grids without such tasks still resume
-        spec["observation_sets"] = sbibm_sets
-    ours = [m for m in methods if not REGISTRY[m].peer]
-    trained = list(dict.fromkeys(REGISTRY[m].kind for m in ours))  # the estimators the grid trains
+    return sbibm_sets
+
+
+def _check_options(ours: list, trained: list, sample_options, fit_options) -> dict:
+    """``sample_options`` and ``fit_options`` checked and as plain JSON (only those given)."""
+    out = {}
     for name, options, allowed, what in (("sample_options", sample_options, ours, "sample()"),
                                          ("fit_options", fit_options, trained, "constructor and fit()")):
         if not options:
@@ -119,8 +134,8 @@ def make_spec(methods, tasks, budgets, seeds=(0,), observations=(1,), n_obs=(1,)
                 if unknown:
                     raise ValueError(f"fit_options for {m!r} has unknown arguments {unknown}; known: "
                                      f"{', '.join(sorted(fit_keywords(m)))}")
-        spec[name] = json.loads(json.dumps(options))  # plain JSON, as the header stores it
-    return spec
+        out[name] = json.loads(json.dumps(options))  # plain JSON, as the header stores it
+    return out
 
 
 def task_options(name: str, observation_set: str) -> dict:

@@ -217,6 +217,27 @@ def _spread(a: Tensor) -> float:
     return float((a - a.mean(0)).pow(2).sum(-1).sum() / (a.shape[0] - 1))
 
 
+def _values(est: Estimator, net, batch: dict[str, Tensor], kind: str, chunk: int) -> Tensor:
+    """Per-simulation losses ``(n,)``, gradients ``(n, P)``, or chunk means scaled to per-simulation units."""
+    if kind == "grad":
+        return _per_sample_grads(est._loss_terms, net, batch)
+    with torch.no_grad():
+        if getattr(est, "_loss_terms", None) is not None:
+            return est._loss_terms(net, batch).double()
+        n = next(iter(batch.values())).shape[0]
+        k = max(1, min(chunk, n // 2))
+        means = [est._loss(net, {key: v[i:i + k] for key, v in batch.items()}) for i in range(0, n - k + 1, k)]
+        return torch.stack(means).double() * math.sqrt(k)  # Var(sqrt(k) * mean) = per-sample variance
+
+
+def _correlation(fh: Tensor, fl: Tensor) -> float:
+    """Correlation of the two members' values over the pairs (all coordinates pooled)."""
+    a, b = fh.reshape(fh.shape[0], -1), fl.reshape(fl.shape[0], -1)
+    a, b = a - a.mean(0), b - b.mean(0)
+    den = float(a.pow(2).sum().sqrt() * b.pow(2).sum().sqrt())
+    return float((a * b).sum()) / den if den > 0 else float("nan")
+
+
 def level_variances(estimator, levels, *, kind: str = "loss", max_samples: int = 2000, chunk: int = 32,
                     seed: int = 0) -> LevelVariances:
     r"""Per-level variances of the loss (or its gradient) at a pilot network, for :func:`allocate`.
@@ -256,16 +277,7 @@ def level_variances(estimator, levels, *, kind: str = "loss", max_samples: int =
         return est._data(level["theta"].to(dev), level[key].to(dev))
 
     def values(batch: dict[str, Tensor]) -> Tensor:
-        """Per-simulation losses ``(n,)``, gradients ``(n, P)``, or chunk means scaled to per-simulation units."""
-        if kind == "grad":
-            return _per_sample_grads(est._loss_terms, net, batch)
-        with torch.no_grad():
-            if per_sample is not None:
-                return est._loss_terms(net, batch).double()
-            n = next(iter(batch.values())).shape[0]
-            k = max(1, min(chunk, n // 2))
-            means = [est._loss(net, {key: v[i:i + k] for key, v in batch.items()}) for i in range(0, n - k + 1, k)]
-            return torch.stack(means).double() * math.sqrt(k)  # Var(sqrt(k) * mean) = per-sample variance
+        return _values(est, net, batch, kind, chunk)
 
     variances, means, corr, used = [], [], [], []
     mc = float("nan")
@@ -289,10 +301,7 @@ def level_variances(estimator, levels, *, kind: str = "loss", max_samples: int =
                 d = fh - fl
                 variances.append(_spread(d))
                 means.append(float(d.reshape(d.shape[0], -1).mean(0).norm()) if kind == "grad" else float(d.mean()))
-                a, b = fh.reshape(fh.shape[0], -1), fl.reshape(fl.shape[0], -1)
-                a, b = a - a.mean(0), b - b.mean(0)
-                den = float(a.pow(2).sum().sqrt() * b.pow(2).sum().sqrt())
-                corr.append(float((a * b).sum()) / den if den > 0 else float("nan"))
+                corr.append(_correlation(fh, fl))
                 if l == len(lv) - 1:
                     mc = _spread(fh)
     finally:

@@ -62,6 +62,40 @@ class _SameRandomness:
             torch.cuda.set_rng_state(self.cuda_state, self.device)
 
 
+def _members_and_weights(batches: Sequence, weights: Sequence[float] | None,
+                         coefficients: Sequence[float] | None) -> tuple[list[Batch], list[int], list[float]]:
+    """Checked member batches ``[b_0, b_1_high, b_1_low, ...]``, their row counts and each member's weight
+    (level weight times its control-variate coefficient)."""
+    if not batches:
+        raise ValueError("batches must hold at least the level-0 batch")
+    members: list[Batch] = [batches[0]]
+    for l, pair in enumerate(batches[1:], 1):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"batches[{l}] must be a pair (high, low) of seed-matched batches")
+        if _rows(pair[0]) != _rows(pair[1]):
+            raise ValueError(f"batches[{l}]: the high and low members have {_rows(pair[0])} and {_rows(pair[1])} rows; "
+                             f"seed-matched pairs must be row-aligned")
+        members += [pair[0], pair[1]]
+    L = len(batches) - 1
+    n = [_rows(b) for b in members]
+    if weights is None:
+        w = [1.0 / max(n[0], 1)] + [1.0 / max(n[2 * l - 1], 1) for l in range(1, L + 1) for _ in (0, 1)]
+    else:
+        if len(weights) != L + 1:
+            raise ValueError(f"weights must have one entry per level ({L + 1}), got {len(weights)}")
+        w = [float(weights[0])] + [float(weights[l]) for l in range(1, L + 1) for _ in (0, 1)]
+    if coefficients is not None:
+        a = [float(c) for c in coefficients]
+        if len(a) != L:
+            raise ValueError(f"coefficients must have one entry per level below the top ({L}), got {len(a)}")
+        a = a + [1.0]
+        w[0] *= a[0]
+        for l in range(1, L + 1):
+            w[2 * l - 1] *= a[l]
+            w[2 * l] *= a[l - 1]
+    return members, n, w
+
+
 def mlmc_terms(loss: Callable[[Batch], Tensor], batches: Sequence, weights: Sequence[float] | None = None, *,
                per_sample: bool = False, coefficients: Sequence[float] | None = None) -> dict[str, Tensor]:
     r"""The terms of the MLMC loss (eq. 2) on one batch of every level.
@@ -91,33 +125,8 @@ def mlmc_terms(loss: Callable[[Batch], Tensor], batches: Sequence, weights: Sequ
         >>> {k: float(v) for k, v in mlmc_terms(f, [b0, b1], per_sample=True).items()}
         {'h0': 1.0, 'f1@1': 4.0, '-f0@1': -1.0}
     """
-    if not batches:
-        raise ValueError("batches must hold at least the level-0 batch")
-    members: list[Batch] = [batches[0]]
-    for l, pair in enumerate(batches[1:], 1):
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ValueError(f"batches[{l}] must be a pair (high, low) of seed-matched batches")
-        if _rows(pair[0]) != _rows(pair[1]):
-            raise ValueError(f"batches[{l}]: the high and low members have {_rows(pair[0])} and {_rows(pair[1])} rows; "
-                             f"seed-matched pairs must be row-aligned")
-        members += [pair[0], pair[1]]
+    members, n, w = _members_and_weights(batches, weights, coefficients)
     L = len(batches) - 1
-    n = [_rows(b) for b in members]
-    if weights is None:
-        w = [1.0 / max(n[0], 1)] + [1.0 / max(n[2 * l - 1], 1) for l in range(1, L + 1) for _ in (0, 1)]
-    else:
-        if len(weights) != L + 1:
-            raise ValueError(f"weights must have one entry per level ({L + 1}), got {len(weights)}")
-        w = [float(weights[0])] + [float(weights[l]) for l in range(1, L + 1) for _ in (0, 1)]
-    if coefficients is not None:
-        a = [float(c) for c in coefficients]
-        if len(a) != L:
-            raise ValueError(f"coefficients must have one entry per level below the top ({L}), got {len(a)}")
-        a = a + [1.0]
-        w[0] *= a[0]
-        for l in range(1, L + 1):
-            w[2 * l - 1] *= a[l]
-            w[2 * l] *= a[l - 1]
     signs = [1.0] + [1.0, -1.0] * L
     names = term_names(L)
     ref = next(iter(members[0].values()))

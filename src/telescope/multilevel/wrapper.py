@@ -277,14 +277,7 @@ class Multilevel:
                                   "n_val": [level.n for level in va], "pair_correlations": correlations}
         init = copy.deepcopy(net.state_dict())
         if self.pretrain:
-            h = train(net, est._loss, est._data(*cheap(tr)), val_data=est._data(*cheap(va)), val_fraction=vf,
-                      **{**kwargs, "desc": f"pre-train ML-{type(est).__name__} on level 0"})
-            record["pretrain"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"], "seconds": h["seconds"]}
-            for l in range(1, L):  # more than two levels: up the ladder, one intermediate fidelity at a time
-                h = train(net, est._loss, est._data(*at_fidelity(tr, l)), val_data=est._data(*at_fidelity(va, l)),
-                          val_fraction=vf, val_initial=True,
-                          **{**kwargs, "desc": f"pre-train ML-{type(est).__name__} on fidelity {l}"})
-                record[f"pretrain_{l}"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"]}
+            record.update(self._pretrain(net, tr, va, kwargs, vf))
         pre = copy.deepcopy(net.state_dict())
         a = [1.0] * L
         if isinstance(self.weights, (list, tuple)):
@@ -315,6 +308,19 @@ class Multilevel:
         history["multilevel"] = record
         est.history = history
         return self
+
+    def _pretrain(self, net: nn.Module, tr: list[Level], va: list[Level], kwargs: dict, vf: float) -> dict:
+        """Train ``net`` on every cheap simulation, then (more than two levels) on each intermediate fidelity in
+        turn, up the ladder; returns what to record."""
+        est, name = self.estimator, type(self.estimator).__name__
+        h = train(net, est._loss, est._data(*cheap(tr)), val_data=est._data(*cheap(va)), val_fraction=vf,
+                  **{**kwargs, "desc": f"pre-train ML-{name} on level 0"})
+        out = {"pretrain": {"epochs": h["epochs"], "best_epoch": h["best_epoch"], "seconds": h["seconds"]}}
+        for l in range(1, len(tr) - 1):
+            h = train(net, est._loss, est._data(*at_fidelity(tr, l)), val_data=est._data(*at_fidelity(va, l)),
+                      val_fraction=vf, val_initial=True, **{**kwargs, "desc": f"pre-train ML-{name} on fidelity {l}"})
+            out[f"pretrain_{l}"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"]}
+        return out
 
     def _loss_fn(self, lv_sizes: Sequence[int], a: Sequence[float], per_sample: bool):
         """``loss_fn(net, groups)``: the weighted MLMC loss of one pass over groups of these sizes."""

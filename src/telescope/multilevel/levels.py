@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Level", "as_levels", "pooled", "pair_correlations", "check_coupling", "split_level", "cheap"]
+__all__ = ["Level", "as_levels", "pooled", "pair_correlations", "check_coupling", "split_level", "cheap", "at_fidelity", "pair_members"]
 
 
 class Level(dict):
@@ -239,3 +239,9 @@ def at_fidelity(levels: Sequence[Level], l: int) -> tuple[Tensor, Tensor]:
 def cheap(levels: Sequence[Level]) -> tuple[Tensor, Tensor]:
     """All level-0 simulations: ``(theta_0, x_0)`` plus the low members of level 1's pairs."""
     return at_fidelity(levels, 0)
+
+
+def pair_members(group: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The ``(high, low)`` member batches of a pair group built by :meth:`telescope.multilevel.Multilevel._groups`."""
+    return ({k[3:]: v for k, v in group.items() if k.startswith("hi/")},
+            {k[3:]: v for k, v in group.items() if k.startswith("lo/")})

@@ -85,8 +85,9 @@ from ..training import train
 from .adjust import GradientAdjustment
 from .budget import plan_and_fit
 from .ensemble import Mixture, stack
-from .levels import Level, as_levels, at_fidelity, cheap, check_coupling, pooled, split_level
+from .levels import Level, as_levels, at_fidelity, cheap, check_coupling, pair_members, pooled, split_level
 from .loss import mlmc_terms
+from .plain import fit_plain
 from .safeguard import compare, pair_losses, per_sample_losses
 from .weights import coefficients, weighted_mean
 
@@ -98,38 +99,6 @@ _ML_OPTIONS = ("rescale", "project", "eps", "min_correlation", "pretrain", "weig
 
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train).parameters.items()
                    if v.default is not inspect.Parameter.empty}
-
-
-def _split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
-    """``(n_train, n_val)`` exactly as :func:`telescope.train.split` divides ``n`` rows."""
-    n_val = int(round(val_fraction * n))
-    n_val = min(max(n_val, 1 if val_fraction > 0 and n > 1 else 0), n - 1)
-    return n - n_val, n_val
-
-
-def _members(group: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """The ``(high, low)`` member batches of a pair group built by :meth:`Multilevel._groups`."""
-    return ({k[3:]: v for k, v in group.items() if k.startswith("hi/")},
-            {k[3:]: v for k, v in group.items() if k.startswith("lo/")})
-
-
-class _LevelWeights:
-    """Weights ``1 / E[rows per step]`` of each level's summed loss in a training or validation pass.
-
-    :func:`telescope.train.train` gives every group the same number of steps per pass, so a group's
-    expected batch is its share of the pass's rows times the largest group's batch.  Read off the
-    batches themselves, this holds whatever batch size ``train`` chooses.
-    """
-
-    def __init__(self, sizes: Sequence[int], val_fraction: float):
-        tr, va = zip(*(_split_sizes(n, val_fraction) for n in sizes))
-        self.rows = {"train": list(tr), "val": list(va)}
-
-    def __call__(self, mode: str, batch_rows: Sequence[int]) -> list[float]:
-        rows = self.rows[mode]
-        big = max(range(len(rows)), key=lambda i: rows[i])
-        per_row = max(batch_rows[big], 1) / rows[big]  # steps^-1 of this pass
-        return [1.0 / max(n * per_row, 1e-12) for n in rows]
 
 
 class Multilevel:
@@ -329,7 +298,7 @@ class Multilevel:
         def loss_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
             batches: list[Any] = [batch[0]]
             for g in batch[1:]:
-                batches.append(_members(g))
+                batches.append(pair_members(g))
             fn = (lambda b: est._loss_terms(module, b)) if per_sample else (lambda b: est._loss(module, b))
             rows = [next(iter(g.values())).shape[0] for g in batch]
             big = max(range(len(lv_sizes)), key=lambda i: lv_sizes[i])
@@ -348,7 +317,7 @@ class Multilevel:
 
         def val_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> Tensor:
             f0 = est._loss_terms(module, batch[0])
-            pairs = [tuple(est._loss_terms(module, m) for m in _members(g)) for g in batch[1:]]
+            pairs = [tuple(est._loss_terms(module, m) for m in pair_members(g)) for g in batch[1:]]
             value, se = weighted_mean(f0, pairs, a)
             return torch.tensor(value + c * se)
         return val_fn
@@ -440,33 +409,7 @@ class Multilevel:
 
     def _fit_plain(self, lv, net, kwargs, vf, correlations, per_sample) -> Multilevel:
         """Paper 1's training: eq. (2) from scratch with Algorithm 1, split and stopping by :func:`train`."""
-        est = self.estimator
-        sizes = [level.n for level in lv]
-        weights = _LevelWeights(sizes, vf)
-
-        def loss_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-            batches: list[Any] = [batch[0]]
-            for g in batch[1:]:
-                batches.append(_members(g))
-            if per_sample:
-                fn = lambda b: est._loss_terms(module, b)  # noqa: E731
-            else:
-                fn = lambda b: est._loss(module, b)  # noqa: E731
-            rows = [next(iter(g.values())).shape[0] for g in batch]
-            w = weights("train" if module.training else "val", rows)
-            return mlmc_terms(fn, batches, w, per_sample=per_sample)
-
-        self.adjustment = None
-        if len(lv) > 1 and (self.rescale or self.project):
-            self.adjustment = GradientAdjustment(rescale=self.rescale, project=self.project, eps=self.eps,
-                                                 batched=per_sample)
-        history = train(net, loss_fn, self._groups(lv), backward=self.adjustment, val_fraction=vf, **kwargs)
-        history["multilevel"] = {
-            "n": sizes, "pair_correlations": correlations, "rescale": self.rescale, "project": self.project,
-            "adjustment": self.adjustment.stats if self.adjustment is not None else None,
-        }
-        est.history = history
-        return self
+        return fit_plain(self, lv, net, kwargs, vf, correlations, per_sample)
 
     # -- save / load ------------------------------------------------------------------------------
     def save(self, path) -> Path:

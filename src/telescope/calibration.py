@@ -148,6 +148,41 @@ def tarp(samples: Any, theta: Any, *, references: Any = None, alphas: Any = None
     return (al, ecp, f) if return_levels else (al, ecp)
 
 
+def posterior_draws(estimator: Any, theta: Any, x: Any, n_samples: int, batch_size: int, seed: int | None,
+                    fn) -> tuple[Tensor, list]:
+    """``fn(samples, theta_batch)`` for the posterior draws ``(n_samples, b, d)`` of each batch of ``b``
+    observations ``x`` (``theta (m, d)`` their true parameters); returns ``theta`` as a tensor and the list.
+
+    ``estimator`` is a telescope estimator or an ``sbi`` posterior; with ``seed`` the torch random state is
+    seeded for the sampling and restored after.
+    """
+    from .interop.sbi import as_telescope_posterior
+
+    estimator = as_telescope_posterior(estimator)
+    if not callable(getattr(estimator, "sample_batched", None)):
+        raise TypeError(f"estimator must provide sample_batched(x, n) (a telescope estimator or an sbi posterior), "
+                        f"got {type(estimator).__name__}")
+    theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
+    x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    if theta_t.dim() != 2 or theta_t.shape[0] == 0:
+        raise ValueError(f"theta must have shape (m, d) with m >= 1, got shape {tuple(theta_t.shape)}")
+    if x_t.dim() < 2 or x_t.shape[0] != theta_t.shape[0]:
+        raise ValueError(f"x must have shape (m, *event) with m = {theta_t.shape[0]} rows like theta, "
+                         f"got shape {tuple(x_t.shape)}")
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    out = []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        for th, xb in zip(theta_t.split(batch_size), x_t.split(batch_size)):
+            s = estimator.sample_batched(xb, n_samples)
+            if tuple(s.shape) != (n_samples, th.shape[0], th.shape[1]):
+                raise ValueError(f"estimator.sample_batched returned shape {tuple(s.shape)}, expected "
+                                 f"(n_samples, m, d) = {(n_samples, th.shape[0], th.shape[1])}")
+            out.append(fn(s, th))
+    return theta_t, out
+
+
 def tarp_coverage(estimator: Any, theta: Any, x: Any, n_samples: int = 1000, alphas: Any = None, *,
                   references: Any = None, normalize: bool = True, batch_size: int = 256, seed: int | None = 0,
                   return_levels: bool = False):
@@ -165,32 +200,10 @@ def tarp_coverage(estimator: Any, theta: Any, x: Any, n_samples: int = 1000, alp
     Returns:
         ``(alphas, ecp)`` (and the ``(m,)`` levels if asked), as :func:`tarp`.
     """
-    from .interop.sbi import as_telescope_posterior
-
-    estimator = as_telescope_posterior(estimator)
-    if not callable(getattr(estimator, "sample_batched", None)):
-        raise TypeError(f"estimator must provide sample_batched(x, n) (a telescope estimator or an sbi posterior), "
-                        f"got {type(estimator).__name__}")
     n_samples = _int("n_samples", n_samples)
     batch_size = _int("batch_size", batch_size)
-    theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
-    x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    if theta_t.dim() != 2 or theta_t.shape[0] == 0:
-        raise ValueError(f"theta must have shape (m, d) with m >= 1, got shape {tuple(theta_t.shape)}")
-    if x_t.dim() < 2 or x_t.shape[0] != theta_t.shape[0]:
-        raise ValueError(f"x must have shape (m, *event) with m = {theta_t.shape[0]} rows like theta, "
-                         f"got shape {tuple(x_t.shape)}")
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    parts = []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        for th, xb in zip(theta_t.split(batch_size), x_t.split(batch_size)):
-            s = estimator.sample_batched(xb, n_samples)
-            if tuple(s.shape) != (n_samples, th.shape[0], th.shape[1]):
-                raise ValueError(f"estimator.sample_batched returned shape {tuple(s.shape)}, expected "
-                                 f"(n_samples, m, d) = {(n_samples, th.shape[0], th.shape[1])}")
-            parts.append(s.detach().cpu().double())
+    theta_t, parts = posterior_draws(estimator, theta, x, n_samples, batch_size, seed,
+                                     lambda s, th: s.detach().cpu().double())
     return tarp(torch.cat(parts, 1), theta_t, references=references, alphas=alphas, normalize=normalize,
                 seed=0 if seed is None else int(seed), return_levels=return_levels)
 

@@ -73,6 +73,7 @@ import torch
 from torch import Tensor
 
 from .calibration import (
+    posterior_draws,
     posterior_predictive_check,
     sbc_ecdf,
     sbc_ecdf_bands,
@@ -726,32 +727,9 @@ def sbc(estimator: Any, theta: Any, x: Any, n_samples: int = 1000, *, batch_size
     Returns:
         ``(m, d)`` ranks as :func:`sbc_ranks`; test them with :func:`sbc_uniformity` (``n = n_samples``).
     """
-    from .interop.sbi import as_telescope_posterior
-
-    estimator = as_telescope_posterior(estimator)
-    if not callable(getattr(estimator, "sample_batched", None)):
-        raise TypeError(f"estimator must provide sample_batched(x, n) (a telescope estimator or an sbi posterior), "
-                        f"got {type(estimator).__name__}")
     n_samples = check_count("n_samples", n_samples)
     batch_size = check_count("batch_size", batch_size)
-    theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
-    x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    if theta_t.dim() != 2 or theta_t.shape[0] == 0:
-        raise ValueError(f"theta must have shape (m, d) with m >= 1, got shape {tuple(theta_t.shape)}")
-    if x_t.dim() < 2 or x_t.shape[0] != theta_t.shape[0]:
-        raise ValueError(f"x must have shape (m, *event) with m = {theta_t.shape[0]} rows like theta, "
-                         f"got shape {tuple(x_t.shape)}")
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    ranks = []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        for th, xb in zip(theta_t.split(batch_size), x_t.split(batch_size)):
-            samples = estimator.sample_batched(xb, n_samples)
-            if tuple(samples.shape) != (n_samples, th.shape[0], th.shape[1]):
-                raise ValueError(f"estimator.sample_batched returned shape {tuple(samples.shape)}, expected "
-                                 f"(n_samples, m, d) = {(n_samples, th.shape[0], th.shape[1])}")
-            ranks.append(sbc_ranks(samples.cpu(), th))
+    _, ranks = posterior_draws(estimator, theta, x, n_samples, batch_size, seed, lambda s, th: sbc_ranks(s.cpu(), th))
     return torch.cat(ranks)
 
 

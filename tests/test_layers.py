@@ -40,7 +40,7 @@ STAGES: list[tuple[str, list[str]]] = [
 #: known exceptions (importer, imported), each with its reason
 ALLOWED_UPWARD = {
     # metrics accept an sbi posterior too: wrapped by the adapter only when one is passed (issue 21)
-    ("telescope.metrics", "telescope.interop.sbi"),
+    ("telescope.metrics.hpd", "telescope.interop.sbi"),
     ("telescope.calibration", "telescope.interop.sbi"),  # tarp_coverage accepts an sbi posterior, as coverage does
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,35 @@ _CLASSES: dict[str, type] = {}
 
 
 class Estimator(SBIInterface):
-    """Base class.  Subclasses implement ``_build(theta, x) -> nn.Module`` and ``_loss(net, batch)``.
+    """Base class of every estimator, with the public training protocol.
+
+    The training protocol is what :meth:`fit` does, in pieces that other trainers (e.g. the multilevel
+    estimators of :mod:`telescope.multilevel`) call in their own order:
+
+    * :meth:`training_data` ``(theta, x) -> batch``: the dict of tensors the loss reads;
+    * :meth:`build_net` ``(theta, x) -> nn.Module``: a new network, its shapes and standardisation
+      statistics taken from the data;
+    * :meth:`loss` ``(net, batch)``: the loss :func:`telescope.training.train` minimises (a scalar, or a
+      dict of named terms);
+    * :attr:`loss_terms`: ``loss_terms(net, batch) -> (n,)``, per-simulation losses whose mean is the loss,
+      or ``None`` where the loss is not such a mean (NRE, NPSE);
+    * :meth:`trained_net`: the trained network (an error before :meth:`fit`).
+
+    ``fit(theta, x)`` is ``net = build_net(theta, x)`` and ``train(net, loss, training_data(theta, x))``.
+    Subclasses implement the protocol through the hooks ``_build(theta, x)``, ``_loss(net, batch)`` and,
+    where it exists, ``_loss_terms(net, batch)`` (and ``_data(theta, x)`` when the batch is not
+    ``{"theta": theta, "x": x}``); the public names call them, so a subclass overriding a hook changes both.
+
+    Example:
+        >>> import telescope as ts
+        >>> task = ts.tasks.get("gaussian_linear", dim=2)
+        >>> theta, x = ts.simulate(task.simulator, task.prior, 100, seed=0, progress_bar=False)
+        >>> est = ts.NPE(task.prior, transforms=1, hidden=(8,))
+        >>> net, batch = est.build_net(theta, x), est.training_data(theta, x)
+        >>> est.loss(net, batch).shape, est.loss_terms(net, batch).shape
+        (torch.Size([]), torch.Size([100]))
+        >>> ts.NRE(task.prior).loss_terms is None     # NRE's loss is not a mean of per-simulation terms
+        True
 
     Every estimator also answers sbi's posterior calls (``sample((n,), x=x_o)``, ``log_prob(theta, x=x_o)``,
     ``set_default_x``, ``map``; :mod:`telescope.estimators.sbi_api`).
@@ -117,7 +146,33 @@ class Estimator(SBIInterface):
             raise ValueError(f"need at least 2 valid simulations to train, got {theta.shape[0]}")
         return theta, x
 
-    # -- training ---------------------------------------------------------------------------
+    # -- the training protocol ----------------------------------------------------------------
+    def build_net(self, theta: Tensor, x: Tensor) -> nn.Module:
+        """A new network for training data ``theta (n, d)`` and ``x (n, *event)``, which give its shapes and
+        standardisation statistics.  It is not stored: :meth:`fit` builds under the estimator's seed and
+        keeps the result in ``self.net``."""
+        return self._build(theta, x)
+
+    def loss(self, net: nn.Module, batch: dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
+        """The training loss of ``net`` on ``batch`` (a dict of tensors made by :meth:`training_data`): a scalar,
+        or a dict of named terms whose sum is minimised (:func:`telescope.training.train`)."""
+        return self._loss(net, batch)
+
+    @property
+    def loss_terms(self) -> Callable[[nn.Module, dict[str, Tensor]], Tensor] | None:
+        """``loss_terms(net, batch) -> (n,)``: the per-simulation losses whose mean is :meth:`loss`, or ``None``
+        for an estimator whose loss is not a mean of per-simulation terms."""
+        return getattr(self, "_loss_terms", None)
+
+    def training_data(self, theta: Tensor, x: Tensor) -> dict[str, Tensor]:
+        """The batch dict the loss reads for simulations ``theta (n, d)``, ``x (n, *event)``."""
+        return self._data(theta, x)
+
+    def trained_net(self) -> nn.Module:
+        """The trained network; a RuntimeError before :meth:`fit`."""
+        return self._trained()
+
+    # -- the hooks subclasses implement -----------------------------------------------------
     def _build(self, theta: Tensor, x: Tensor) -> nn.Module:
         raise NotImplementedError
 
@@ -127,6 +182,7 @@ class Estimator(SBIInterface):
     def _data(self, theta: Tensor, x: Tensor) -> dict[str, Tensor]:
         return {"theta": theta, "x": x}
 
+    # -- training ---------------------------------------------------------------------------
     def _check_invalid(self, invalid: str | None) -> str:
         invalid = self.invalid_default if invalid is None else invalid
         if invalid not in ("drop", "refuse"):
@@ -146,10 +202,10 @@ class Estimator(SBIInterface):
         theta, x = self._prepare(theta, x, invalid)
         self.x_shape = tuple(x.shape[1:])
         with seeded(self.seed if self.seed is not None else int(torch.randint(2**62, ()).item())):
-            self.net = self._build(theta, x).to(self.device)
+            self.net = self.build_net(theta, x).to(self.device)
         kwargs = {"seed": self.seed, "device": self.device, "desc": f"train {type(self).__name__}",
                   **self.train_defaults, **train_kwargs}
-        self.history = train(self.net, self._loss, self._data(theta, x), **kwargs)
+        self.history = train(self.net, self.loss, self.training_data(theta, x), **kwargs)
         return self
 
     def fit_store(self, store, *, invalid: str | None = None, stats_rows: int = 100_000, **train_kwargs):
@@ -189,14 +245,14 @@ class Estimator(SBIInterface):
         sub_theta, sub_x = self._prepare(theta[pick], x[pick], invalid)  # checks (support, finiteness) on a sample
         self.x_shape = tuple(x.shape[1:])
         with seeded(int(seed)):
-            self.net = self._build(sub_theta, sub_x).to(self.device)
+            self.net = self.build_net(sub_theta, sub_x).to(self.device)
         kwargs = {"seed": self.seed, "device": self.device, "desc": f"train {type(self).__name__}",
                   **self.train_defaults, **train_kwargs}
         vf = float(kwargs.get("val_fraction", 0.1))
         n_val = min(max(int(round(vf * n)), 1 if vf > 0 else 0), n - 1)
         cut = n - n_val
-        self.history = train(self.net, self._loss, self._data(theta[:cut], x[:cut]),
-                             val_data=self._data(theta[cut:], x[cut:]), **kwargs)
+        self.history = train(self.net, self.loss, self.training_data(theta[:cut], x[:cut]),
+                             val_data=self.training_data(theta[cut:], x[cut:]), **kwargs)
         self._store_val = (theta[cut:], x[cut:])
         return self
 
@@ -213,7 +269,7 @@ class Estimator(SBIInterface):
 
     def save(self, path) -> Path:
         """Write ``path/config.json`` and ``path/weights.pt``."""
-        net = self._trained()
+        net = self.trained_net()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -314,7 +370,7 @@ def _build_checked(est: Estimator, theta: Tensor, x: Tensor, state: dict, path: 
                          f"{max_dim}); nothing was built. Was config.json edited?")
     try:
         with _Budget(4 * n_saved + 1_000_000):
-            net = est._build(theta, x)
+            net = est.build_net(theta, x)
     except (_TooBig, MemoryError) as e:
         raise ValueError(f"{str(path / 'config.json')!r} describes a network far larger than the saved weights "
                          f"({n_saved:,} numbers in weights.pt); it was not built. Was config.json edited? "

@@ -1,0 +1,150 @@
+r"""What ``method="auto"`` picks, and a reference-free check of tall samples.
+
+:func:`auto_settings` chooses the tall sampler by the prior's family (:func:`prior_family`) and
+the number of observations; :func:`split_check` compares the tall posterior of all observations
+with the Gaussian combination of those of its two halves (Bernstein-von Mises).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..prior_scores import DiffusedPrior, exact_kernel_prior
+from .core import _sym, trimmed_covariance
+
+__all__ = ["prior_family", "auto_settings", "split_check"]
+
+
+def prior_family(prior: DiffusedPrior) -> str:
+    """``"uniform"`` if any part of the diffused prior is a box, ``"gaussian"`` if every part is Gaussian
+    in the working space (Gaussian and LogNormal priors), else ``"learned"``."""
+    from ..prior_scores import DiffusedGaussian, DiffusedProduct, DiffusedUniform
+
+    parts = prior.parts if isinstance(prior, DiffusedProduct) else [prior]
+    if any(isinstance(p, DiffusedUniform) for p in parts):
+        return "uniform"
+    if all(isinstance(p, DiffusedGaussian) for p in parts):
+        return "gaussian"
+    return "learned"
+
+
+def auto_settings(prior: DiffusedPrior, n_obs: int) -> dict:
+    r"""The tall sampler ``method="auto"`` uses, by the prior's family (:func:`prior_family`) and ``n_obs``.
+
+    * ``n_obs = 1``: plain single-observation DDIM (there is nothing to compose).
+    * ``"gaussian"`` family (Gaussian priors, and LogNormal ones, Gaussian after NPSE's log
+      transform): GAUSS with the paper's settings.  Its prior backward kernel is exact there, so
+      the remaining errors are the per-observation covariances and the network's.
+    * ``"uniform"`` family (a box in some coordinates): GAUSS with the moment-matched prior kernel
+      and a 4x larger pilot (``pilot_samples=1024``).  Why: a box truncates the single-observation
+      posteriors, and the covariance of a truncated, skewed posterior needs more pilot draws; the
+      pilot error enters :math:`\Lambda` once per observation.  Why not the alternatives this module offers: with EXACT
+      single-observation scores, a Langevin refinement at a small time (``refine_steps``) removes
+      GAUSS's composition error almost entirely, but with a trained network it equilibrates to the
+      composed score, in which the network's errors add up over the ``n`` observations (and the ``n``
+      learned boundary layers must cancel against the analytic one), so it made trained-network
+      samples worse; the flat prior kernel (``prior_kernel="exact"``), a finer quadratic grid and
+      predictor-corrector steps were not better than GAUSS either.  JAC and F-NPSE cost far more.
+    * ``"learned"`` prior score: GAUSS.
+
+    The measurements behind these choices are in ``benchmarks/README_tall.md``.
+
+    Returns keyword arguments for :class:`TallSampler` (``method`` included).
+    """
+    if n_obs <= 1:
+        return {"method": "gauss", "steps": None, "spacing": "uniform"}
+    family = prior_family(prior)
+    if family == "uniform":
+        return {"method": "gauss", "spacing": "uniform", "prior_kernel": "gaussian", "refine_steps": 0,
+                "pilot_samples": 1024}
+    return {"method": "gauss", "spacing": "uniform", "prior_kernel": "gaussian", "refine_steps": 0}
+
+
+def split_check(full: Tensor, half_a: Tensor, half_b: Tensor, prior: DiffusedPrior | None = None, *,
+                sd_tol: float = 1.15, mean_tol: float = 0.3) -> dict:
+    r"""Reference-free consistency check of tall-posterior samples (working space), by splitting the data.
+
+    With Gaussian likelihoods and a Gaussian (or flat) prior term, the posterior of all
+    observations follows from those of two disjoint halves :math:`A, B`:
+    :math:`P = P_A + P_B - P_0` and :math:`P\mu = P_A\mu_A + P_B\mu_B - P_0\mu_0`, with :math:`P_0, \mu_0` the
+    prior's (:func:`~telescope.samplers.prior_scores.exact_kernel_prior`: zero for a box).  By the
+    Bernstein-von Mises theorem this holds approximately for any regular model once the halves
+    are informative.  A sampler whose error grows with ``n`` breaks it: the samples of ``n`` and of
+    ``n / 2`` observations do not fit together.
+
+    Arguments:
+        full, half_a, half_b: ``(k, d)`` samples of the tall posteriors of all, and of each half of,
+            the observations.
+        prior: the diffused prior in the same space (``None``: flat).
+        sd_tol: flag when a standard deviation of ``full`` (along an eigendirection) differs from
+            the predicted one by more than this factor.
+        mean_tol: flag when the mean of ``full`` is further than this many of its standard
+            deviations (Mahalanobis) from the predicted mean.
+
+    Returns:
+        ``{"sd_ratio_min", "sd_ratio_max", "mean_shift", "ok"}`` (``sd_ratio``: observed over predicted).
+    """
+    def stats(s: Tensor):
+        s = s[torch.isfinite(s).all(-1)].double()
+        cov = trimmed_covariance(s.unsqueeze(0))[0]
+        return s.mean(0), torch.linalg.inv(cov)
+
+    d = full.shape[-1]
+    mf, pf = stats(full)
+    ma, pa = stats(half_a)
+    mb, pb = stats(half_b)
+    if prior is not None:
+        flat = exact_kernel_prior(prior)
+        p0 = flat.precision0.double().to(mf.device)
+        b0 = flat.score0(torch.zeros(1, d, dtype=torch.float64, device=mf.device))[0].double()  # P0 mu0
+    else:
+        p0 = torch.zeros(d, d, dtype=torch.float64, device=mf.device)
+        b0 = torch.zeros(d, dtype=torch.float64, device=mf.device)
+    pp = _sym(pa + pb - p0)
+    w, u = torch.linalg.eigh(pp)
+    pp = _sym((u * w.clamp_min(1e-12 * float(w.abs().max()))) @ u.T)
+    mp = torch.linalg.solve(pp, pa @ ma + pb @ mb - b0)
+    # observed over predicted standard deviations: eigenvalues of P_f^{-1/2} P_pred P_f^{-1/2} are (sd_f / sd_pred)^2
+    lf = torch.linalg.cholesky(_sym(pf))
+    li = torch.linalg.inv(lf)
+    r = torch.linalg.eigvalsh(_sym(li @ pp @ li.T)).clamp_min(1e-300).sqrt()
+    diff = mf - mp
+    shift = float(torch.sqrt(diff @ pf @ diff))
+    out = {"sd_ratio_min": float(r.min()), "sd_ratio_max": float(r.max()), "mean_shift": shift}
+    out["ok"] = bool(out["sd_ratio_min"] >= 1 / sd_tol and out["sd_ratio_max"] <= sd_tol and shift <= mean_tol)
+    return out
+
+
+def check_tail(k) -> int:
+    if isinstance(k, bool) or int(k) < 1:
+        raise ValueError(f"refine_tail must be an integer >= 1, got {k!r}")
+    return int(k)
+
+
+def _box(prior: DiffusedPrior, device) -> tuple[Tensor, Tensor] | None:
+    """Per-coordinate bounds ``(lo, hi)`` of the uniform parts of a diffused prior (``+-inf`` elsewhere), or None."""
+    from ..prior_scores import DiffusedProduct, DiffusedUniform
+
+    parts = prior.parts if isinstance(prior, DiffusedProduct) else [prior]
+    lo, hi = [], []
+    for p in parts:
+        if isinstance(p, DiffusedUniform):
+            lo.append(p.low.float()), hi.append(p.high.float())
+        else:
+            lo.append(torch.full((p.dim,), -math.inf)), hi.append(torch.full((p.dim,), math.inf))
+    lo_t, hi_t = torch.cat(lo).to(device), torch.cat(hi).to(device)
+    return None if bool(torch.isinf(lo_t).all() and torch.isinf(hi_t).all()) else (lo_t, hi_t)
+
+
+def _reflect(z: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Reflect ``z (N, d)`` into ``[lo, hi]`` per coordinate (infinite bounds leave it alone)."""
+    width = hi - lo
+    finite = torch.isfinite(width)
+    w = torch.where(finite, width, torch.ones_like(width))
+    y = torch.remainder(z - lo, 2 * w)
+    y = torch.where(y > w, 2 * w - y, y) + lo
+    return torch.where(finite, y, z)
+

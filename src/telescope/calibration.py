@@ -148,6 +148,39 @@ def tarp(samples: Any, theta: Any, *, references: Any = None, alphas: Any = None
     return (al, ecp, f) if return_levels else (al, ecp)
 
 
+def check_pairs(theta: Any, x: Any, *, need_d: bool = False) -> tuple[Tensor, Tensor]:
+    """``theta (m, d)`` and ``x (m, *event)`` as tensors (float32 unless given as tensors), or a ValueError;
+    with ``need_d`` a ``theta`` with ``d = 0`` columns is refused too."""
+    theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
+    x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    if theta_t.dim() != 2 or theta_t.shape[0] == 0 or (need_d and theta_t.shape[1] == 0):
+        raise ValueError(f"theta must have shape (m, d) with {'m, d >= 1' if need_d else 'm >= 1'}, "
+                         f"got shape {tuple(theta_t.shape)}")
+    if x_t.dim() < 2 or x_t.shape[0] != theta_t.shape[0]:
+        raise ValueError(f"x must have shape (m, *event) with m = {theta_t.shape[0]} rows like theta, "
+                         f"got shape {tuple(x_t.shape)}")
+    return theta_t, x_t
+
+
+def batched_draws(estimator: Any, theta_t: Tensor, x_t: Tensor, n_samples: int, batch_size: int,
+                  seed: int | None, fn) -> list:
+    """``fn(samples, theta_batch, x_batch)`` for the draws ``samples = estimator.sample_batched(x_batch, n_samples)``
+    ``(n_samples, b, d)`` of each batch of ``b`` pairs, in order, without gradients; with ``seed`` the torch
+    random state is seeded for the sampling and restored after."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    out = []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        for th, xb in zip(theta_t.split(batch_size), x_t.split(batch_size)):
+            s = estimator.sample_batched(xb, n_samples)
+            if tuple(s.shape) != (n_samples, th.shape[0], th.shape[1]):
+                raise ValueError(f"estimator.sample_batched returned shape {tuple(s.shape)}, expected "
+                                 f"(n_samples, m, d) = {(n_samples, th.shape[0], th.shape[1])}")
+            out.append(fn(s, th, xb))
+    return out
+
+
 def posterior_draws(estimator: Any, theta: Any, x: Any, n_samples: int, batch_size: int, seed: int | None,
                     fn) -> tuple[Tensor, list]:
     """``fn(samples, theta_batch)`` for the posterior draws ``(n_samples, b, d)`` of each batch of ``b``
@@ -162,25 +195,8 @@ def posterior_draws(estimator: Any, theta: Any, x: Any, n_samples: int, batch_si
     if not callable(getattr(estimator, "sample_batched", None)):
         raise TypeError(f"estimator must provide sample_batched(x, n) (a telescope estimator or an sbi posterior), "
                         f"got {type(estimator).__name__}")
-    theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
-    x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    if theta_t.dim() != 2 or theta_t.shape[0] == 0:
-        raise ValueError(f"theta must have shape (m, d) with m >= 1, got shape {tuple(theta_t.shape)}")
-    if x_t.dim() < 2 or x_t.shape[0] != theta_t.shape[0]:
-        raise ValueError(f"x must have shape (m, *event) with m = {theta_t.shape[0]} rows like theta, "
-                         f"got shape {tuple(x_t.shape)}")
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    out = []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        for th, xb in zip(theta_t.split(batch_size), x_t.split(batch_size)):
-            s = estimator.sample_batched(xb, n_samples)
-            if tuple(s.shape) != (n_samples, th.shape[0], th.shape[1]):
-                raise ValueError(f"estimator.sample_batched returned shape {tuple(s.shape)}, expected "
-                                 f"(n_samples, m, d) = {(n_samples, th.shape[0], th.shape[1])}")
-            out.append(fn(s, th))
-    return theta_t, out
+    theta_t, x_t = check_pairs(theta, x)
+    return theta_t, batched_draws(estimator, theta_t, x_t, n_samples, batch_size, seed, lambda s, th, xb: fn(s, th))
 
 
 def tarp_coverage(estimator: Any, theta: Any, x: Any, n_samples: int = 1000, alphas: Any = None, *,
@@ -212,17 +228,22 @@ def tarp_coverage(estimator: Any, theta: Any, x: Any, n_samples: int = 1000, alp
 # SBC: ECDF with simultaneous bands
 
 
-def _ranks(ranks: Any, n_samples: int) -> Tensor:
-    n_samples = _int("n_samples", n_samples)
-    r = _tensor("ranks", ranks)
+def check_ranks(r: Tensor, n: int, name: str) -> Tensor:
+    """SBC ranks ``r (m, d)`` (``(m,)`` read as ``(m, 1)``) that are integers in ``[0, n]``, or a ValueError;
+    ``name`` is the argument that holds ``n``."""
     if r.dim() == 1:
         r = r.unsqueeze(-1)
     if r.dim() != 2 or r.shape[0] == 0 or r.shape[1] == 0:
         raise ValueError(f"ranks must have shape (m, d) with m, d >= 1, got shape {tuple(r.shape)}")
-    if (r < 0).any() or (r > n_samples).any() or (r != r.round()).any():
-        raise ValueError(f"ranks must be integers in [0, n_samples] = [0, {n_samples}], got values in "
+    if (r < 0).any() or (r > n).any() or (r != r.round()).any():
+        raise ValueError(f"ranks must be integers in [0, {name}] = [0, {n}], got values in "
                          f"[{float(r.min())}, {float(r.max())}]")
     return r
+
+
+def _ranks(ranks: Any, n_samples: int) -> Tensor:
+    n_samples = _int("n_samples", n_samples)
+    return check_ranks(_tensor("ranks", ranks), n_samples, "n_samples")
 
 
 def _boundaries(n_samples: int, points: int | None) -> np.ndarray:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ..calibration import batched_draws, check_pairs
 from ..utils import check_count
 from ._checks import _as_tensor
 
@@ -175,31 +175,17 @@ def coverage(estimator: BatchedEstimator, theta: Any, x: Any, n_samples: int = 1
                             f"got {type(estimator).__name__} without it")
     n_samples = check_count("n_samples", n_samples)
     batch_size = check_count("batch_size", batch_size)
-    theta_t = theta if isinstance(theta, Tensor) else torch.as_tensor(np.asarray(theta), dtype=torch.float32)
-    x_t = x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    if theta_t.dim() != 2 or theta_t.shape[0] == 0 or theta_t.shape[1] == 0:
-        raise ValueError(f"theta must have shape (m, d) with m, d >= 1, got shape {tuple(theta_t.shape)}")
-    if x_t.dim() < 2 or x_t.shape[0] != theta_t.shape[0]:
-        raise ValueError(f"x must have shape (m, *event) with m = {theta_t.shape[0]} rows like theta, "
-                         f"got shape {tuple(x_t.shape)}")
+    theta_t, x_t = check_pairs(theta, x, need_d=True)
 
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    levels = []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.no_grad():
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        for th, xb in zip(theta_t.split(batch_size), x_t.split(batch_size)):
-            mb = th.shape[0]
-            samples = estimator.sample_batched(xb, n_samples)
-            if tuple(samples.shape) != (n_samples, mb, th.shape[1]):
-                raise ValueError(f"estimator.sample_batched returned shape {tuple(samples.shape)}, expected "
-                                 f"(n_samples, m, d) = {(n_samples, mb, th.shape[1])}")
-            lps = estimator.log_prob_batched(samples, xb)
-            lpt = estimator.log_prob_batched(th.to(samples.dtype).to(samples.device).unsqueeze(0), xb)
-            if tuple(lps.shape) != (n_samples, mb) or tuple(lpt.shape) != (1, mb):
-                raise ValueError(f"estimator.log_prob_batched returned shapes {tuple(lps.shape)} and "
-                                 f"{tuple(lpt.shape)}, expected {(n_samples, mb)} and {(1, mb)}")
-            levels.append(hpd_levels(lps.cpu(), lpt[0].cpu()))
-    lv = torch.cat(levels)
+    def levels(samples: Tensor, th: Tensor, xb: Tensor) -> Tensor:
+        mb = th.shape[0]
+        lps = estimator.log_prob_batched(samples, xb)
+        lpt = estimator.log_prob_batched(th.to(samples.dtype).to(samples.device).unsqueeze(0), xb)
+        if tuple(lps.shape) != (n_samples, mb) or tuple(lpt.shape) != (1, mb):
+            raise ValueError(f"estimator.log_prob_batched returned shapes {tuple(lps.shape)} and "
+                             f"{tuple(lpt.shape)}, expected {(n_samples, mb)} and {(1, mb)}")
+        return hpd_levels(lps.cpu(), lpt[0].cpu())
+
+    lv = torch.cat(batched_draws(estimator, theta_t, x_t, n_samples, batch_size, seed, levels))
     al, cov = expected_coverage(lv, alphas)
     return (al, cov, lv) if return_levels else (al, cov)

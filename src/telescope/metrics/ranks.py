@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..calibration import posterior_draws
+from ..calibration import check_ranks, posterior_draws
 from ..utils import check_count
 from ._checks import _as_tensor
 
@@ -101,14 +101,7 @@ def sbc_uniformity(ranks: Any, n: int, *, method: str = "ks", bins: int | None =
     from scipy import stats
 
     n = check_count("n", n)
-    r = _as_tensor("ranks", ranks)
-    if r.dim() == 1:
-        r = r.unsqueeze(-1)
-    if r.dim() != 2 or r.shape[0] == 0 or r.shape[1] == 0:
-        raise ValueError(f"ranks must have shape (m, d) with m, d >= 1, got shape {tuple(r.shape)}")
-    if (r < 0).any() or (r > n).any() or (r != r.round()).any():
-        raise ValueError(f"ranks must be integers in [0, n] = [0, {n}], got values in "
-                         f"[{float(r.min())}, {float(r.max())}]")
+    r = check_ranks(_as_tensor("ranks", ranks), n, "n")
     m, d = r.shape
     out = []
     if method == "ks":

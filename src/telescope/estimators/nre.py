@@ -48,199 +48,22 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from ..nn import ResidualNet, fit_standardize
-from ..samplers.convergence import keep_chains
-from ..samplers.mcmc import mcmc_posterior, sir, slice_sample
+from ..samplers.rejection import _LowAcceptance, rejection_sample  # noqa: F401 - importable from here as before
 from ..simulation.simulators import as_simulator, seeded
 from ..training import split
 from ..utils import check_count
+from . import nre_sampling
 from .base import Estimator, _check_train_kwargs
+from .nre_net import RatioNet, _mi_terms, _other_rows, nre_c_loss
 
 __all__ = ["NRE", "RatioNet", "nre_c_loss", "rejection_sample"]
 
 _CHUNK = 2**16  # pairs per network call at inference
-
-
-def nre_c_loss(log_r_joint: Tensor, log_r_marginal: Tensor, gamma: float) -> Tensor:
-    r"""The NRE-C loss of eq. (9) from classifier logits.
-
-    Arguments:
-        log_r_joint: ``(B,)`` logits :math:`h(\theta^{(b)}, x^{(b)})` of the jointly drawn pairs.
-        log_r_marginal: ``(B, K)`` logits :math:`h(\theta_i^{(b)}, x^{(b)})` of ``K`` parameters drawn
-            independently of :math:`x^{(b)}`.  Term 0 uses all ``K`` columns; term K uses the first
-            ``K - 1`` columns together with the joint pair.
-        gamma: odds :math:`\gamma > 0` of the joint class; ``math.inf`` gives NRE-B (eq. 11).
-
-    Returns:
-        The scalar loss.  With ``gamma = 1`` and ``K = 1`` it equals the NRE-A loss (eq. 10).
-
-    Example:
-        >>> h_joint, h_marg = torch.tensor([2.0, 1.0]), torch.tensor([[-1.0], [0.5]])
-        >>> nre_a = -0.5 * (torch.nn.functional.logsigmoid(h_joint)
-        ...                 + torch.nn.functional.logsigmoid(-h_marg[:, 0])).mean()
-        >>> torch.allclose(nre_c_loss(h_joint, h_marg, 1.0), nre_a)
-        True
-    """
-    if log_r_marginal.dim() != 2 or log_r_joint.shape != log_r_marginal.shape[:1]:
-        raise ValueError(f"log_r_joint must have shape (B,) and log_r_marginal (B, K), got "
-                         f"{tuple(log_r_joint.shape)} and {tuple(log_r_marginal.shape)}")
-    gamma = float(gamma)
-    if not gamma > 0:
-        raise ValueError(f"gamma must be > 0 (math.inf for NRE-B), got {gamma!r}")
-    K = log_r_marginal.shape[1]
-    joint_classes = torch.cat([log_r_joint[:, None], log_r_marginal[:, : K - 1]], 1)  # (B, K): theta_b first
-    if math.isinf(gamma):  # NRE-B: p0 = 0, pK = 1, softmax over the K candidates
-        return -(log_r_joint - torch.logsumexp(joint_classes, 1)).mean()
-    log_K, log_g = math.log(K), math.log(gamma)
-    pad = torch.full_like(log_r_joint[:, None], log_K)
-    log_q0 = log_K - torch.logsumexp(torch.cat([pad, log_g + log_r_marginal], 1), 1)
-    log_qK = log_g + log_r_joint - torch.logsumexp(torch.cat([pad, log_g + joint_classes], 1), 1)
-    p0, pK = 1.0 / (1.0 + gamma), gamma / (1.0 + gamma)
-    return -(p0 * log_q0.mean() + pK * log_qK.mean())
-
-
-class RatioNet(nn.Module):
-    r"""The classifier :math:`h_w(\theta, x)`: standardise both, embed ``x``, concatenate, residual network.
-
-    Arguments:
-        theta, x: training data ``(n, d)`` and ``(n, *event)`` (for the standardisation statistics and shapes).
-        width, blocks: residual network size (the paper's Small NN is 50 / 2, Large NN 128 / 3).
-        batch_norm: batch normalisation inside the residual blocks (used by the paper).
-        dropout: dropout probability inside the blocks.
-        embedding: optional ``nn.Module`` mapping standardised ``x (n, *event)`` to ``(n, e)``.
-    """
-
-    def __init__(self, theta: Tensor, x: Tensor, *, width: int = 50, blocks: int = 2, batch_norm: bool = False,
-                 dropout: float = 0.0, embedding: nn.Module | None = None):
-        super().__init__()
-        self.std_theta = fit_standardize(theta)
-        self.std_x = fit_standardize(x)
-        self.embedding = embedding if embedding is not None else nn.Flatten()
-        with torch.no_grad():
-            was = self.embedding.training
-            self.embedding.eval()
-            e = self.embedding(self.std_x(x[:2].float())).shape[-1]
-            self.embedding.train(was)
-        self.net = ResidualNet(theta.shape[-1] + e, 1, width=width, blocks=blocks, batch_norm=batch_norm,
-                               dropout=dropout)
-
-    def embed(self, x: Tensor) -> Tensor:
-        """``(n, *event) -> (n, e)`` features of standardised ``x``."""
-        return self.embedding(self.std_x(x))
-
-    def forward(self, theta: Tensor, features: Tensor) -> Tensor:
-        """Logits ``(*,)`` for ``theta (*, d)`` and embedded ``features (*, e)`` (same leading shape)."""
-        return self.net(torch.cat([self.std_theta(theta), features], -1)).squeeze(-1)
-
-
-def _other_rows(B: int, K: int, generator: torch.Generator | None, device) -> Tensor:
-    """``(B, K)`` indices: row ``b`` gets ``K`` distinct rows other than ``b``, chosen at random.
-
-    A random ``K``-subset of the offsets ``1..B-1`` is shared by all rows (row ``b`` takes
-    ``b + offset mod B``); within a shuffled minibatch each row's set is a uniform random subset.
-    """
-    offsets = torch.randperm(B - 1, generator=generator)[:K] + 1
-    return ((torch.arange(B)[:, None] + offsets[None, :]) % B).to(device)
-
-
-def rejection_sample(log_weight: Callable[..., Tensor], prior, n: int, m: int = 1, *,
-                     chunk: int = 10_000, max_time: float = 600.0, min_acceptance: float = 0.0,
-                     device=None, subsets: bool = False) -> tuple[Tensor, float]:
-    r"""Rejection sampling from ``prior(theta) * exp(log_weight(theta))`` for ``m`` targets at once.
-
-    Proposals come from the prior in chunks; a proposal is accepted for target ``j`` with probability
-    :math:`\exp(w_j(\theta) - M_j)`, where :math:`M_j` is the largest log weight seen so far.  When a
-    chunk raises :math:`M_j`, earlier accepted samples are thinned with probability
-    :math:`\exp(M_j^{old} - M_j^{new})`, so every sample kept is accepted with probability
-    :math:`\exp(w_j - M_j)` for the final :math:`M_j` (exact, up to the supremum being estimated by a maximum).
-
-    Arguments:
-        log_weight: ``theta (P, d) -> (P, m)`` log weights (or ``(P,)`` when ``m = 1``), e.g. log ratios.
-            With ``subsets=True`` it is called as ``log_weight(theta, targets)`` with the indices ``(a,)`` of
-            the targets that still need samples and returns ``(P, a)``: finished targets cost nothing.
-        prior: proposal distribution (a torch Distribution).
-        n: samples wanted per target.
-        m: number of targets.
-        chunk: proposals per round (the first round sets the acceptance estimate).
-        max_time: raise a RuntimeError after this many seconds.
-        min_acceptance: raise a RuntimeError (with the estimate) when the lowest acceptance rate is below this
-            after the first round (estimated from the weights) or any later one (accepted / proposed), so the
-            caller can switch to MCMC.
-
-    Returns:
-        ``(n, m, d)`` samples and the acceptance rate (accepted / proposed, averaged over targets).
-
-    Example:
-        >>> prior = torch.distributions.Normal(torch.zeros(1), torch.ones(1))
-        >>> s, rate = rejection_sample(lambda t: -0.5 * t[:, 0] ** 2, prior, 100)  # target N(0, 1/2)
-        >>> s.shape
-        torch.Size([100, 1, 1])
-    """
-    t0 = time.perf_counter()
-    kept: list[list[Tensor]] = [[] for _ in range(m)]  # accepted thetas per target
-    kept_lw: list[list[Tensor]] = [[] for _ in range(m)]
-    M = torch.full((m,), -math.inf, dtype=torch.float64)
-    counts = torch.zeros(m, dtype=torch.long)
-    proposed = torch.zeros(m, dtype=torch.long)
-    first = True
-    while True:
-        active = torch.nonzero(counts < n).reshape(-1)
-        props = prior.sample((chunk,)).float()
-        t = props.to(device) if device is not None else props
-        lw = (log_weight(t, active) if subsets else log_weight(t)).detach().cpu().double().reshape(chunk, -1)
-        if not subsets:
-            lw = lw[:, active]
-        lw = torch.where(torch.isnan(lw), torch.full_like(lw, -math.inf), lw)
-        proposed[active] += chunk
-        old_M = M[active]
-        new_M = torch.maximum(old_M, lw.max(0).values)
-        if not torch.isfinite(new_M).all():
-            raise ValueError("every proposal has log weight -inf (or NaN) for some target; check the observation")
-        for a, j in enumerate(active.tolist()):
-            if new_M[a] > old_M[a] and kept[j]:  # thin the earlier acceptances to the new bound
-                lw_old, th_old = torch.cat(kept_lw[j]), torch.cat(kept[j])
-                keep = torch.rand(lw_old.shape[0], dtype=torch.float64) < torch.exp(old_M[a] - new_M[a])
-                kept[j], kept_lw[j] = [th_old[keep]], [lw_old[keep]]
-        M[active] = new_M
-        acc = torch.rand(lw.shape, dtype=torch.float64) < torch.exp(lw - new_M)
-        for a, j in enumerate(active.tolist()):
-            kept[j].append(props[acc[:, a]])
-            kept_lw[j].append(lw[acc[:, a], a])
-            counts[j] = sum(t.shape[0] for t in kept[j])
-        # the first round estimates the rate from the weights; later rounds check the realised rate, which
-        # falls when a new largest weight thins the earlier acceptances (heavy-tailed weights in many dimensions)
-        rate = (float(torch.exp(lw - new_M).mean(0).min()) if first else
-                float((counts[active].double() / proposed[active]).min()))
-        first = False
-        if rate < min_acceptance:
-            raise _LowAcceptance(rate)
-        if bool((counts >= n).all()):
-            break
-        if time.perf_counter() - t0 > max_time:
-            raise RuntimeError(f"rejection sampling got only {int(counts.min())} of {n} samples within "
-                               f"max_time={max_time}s after {int(proposed.max())} prior draws (acceptance rate "
-                               f"{float((counts / proposed).min()):.2e}); use method='mcmc' or raise max_time")
-    out = torch.stack([torch.cat(kept[j])[:n] for j in range(m)], 1)
-    return out, float((counts.double() / proposed).mean())
-
-
-def _mi_terms(h_joint: Tensor, h_marg: Tensor) -> tuple[int, float, float, float]:
-    """Sums over a batch for the MI bounds: ``(B, sum h_joint, sum log mean exp h_marg, sum mean (exp h_marg - 1))``."""
-    hj, hm = h_joint.double(), h_marg.double()
-    log_z = torch.logsumexp(hm, 1) - math.log(hm.shape[1])
-    return hj.shape[0], float(hj.sum()), float(log_z.sum()), float((hm.exp().mean(1) - 1).sum())
-
-
-class _LowAcceptance(RuntimeError):
-    def __init__(self, rate: float):
-        super().__init__(f"acceptance rate {rate:.2e} is below min_acceptance")
-        self.rate = rate
 
 
 class NRE(Estimator):
@@ -596,38 +419,9 @@ class NRE(Estimator):
         bulk/tail ESS in ``self.mcmc_diagnostics`` (:mod:`telescope.samplers.convergence`); ``return_chains=True``
         uses MCMC, returns ``(samples, chains)`` and warns when the check fails.
         """
-        n = check_count("n", n)
-        if method not in ("auto", "rejection", "mcmc"):
-            raise ValueError(f"method must be 'auto', 'rejection' or 'mcmc', got {method!r}")
-        if return_chains:
-            if method == "rejection":
-                raise ValueError("return_chains=True needs method='mcmc' (or 'auto'); rejection sampling has no chains")
-            method = "mcmc"
-        x_set = self._x_set(x_o)
-        log_w = self._log_weight(x_set)
-        if min_acceptance is None:
-            min_acceptance = self._auto_min_acceptance(n, chains, warmup, thin)
-        seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
-        with seeded(seed):
-            if method != "mcmc":
-                try:
-                    s, rate = rejection_sample(log_w, self.prior, n, 1, chunk=chunk, max_time=max_time,
-                                               min_acceptance=min_acceptance if method == "auto" else 0.0,
-                                               device=self.device)
-                    self.method, self.acceptance_rate = "rejection", rate
-                    return s[:, 0]
-                except _LowAcceptance as e:
-                    self.acceptance_rate = e.rate
-            self.method = "mcmc"
-            prior = self.prior
-
-            def potential(theta: Tensor) -> Tensor:
-                lp = prior.log_prob(theta.cpu()).to(theta.device)
-                return lp + log_w(theta).to(lp)
-
-            s, ch = mcmc_posterior(potential, prior, n, chains=chains, warmup=warmup, thin=thin,
-                                   n_proposals=chunk, seed=seed, progress_bar=progress_bar, return_chains=True)
-            return keep_chains(self, s, ch, return_chains, "NRE")
+        return nre_sampling.sample(self, x_o, n, method=method, min_acceptance=min_acceptance, chunk=chunk,
+                                   chains=chains, warmup=warmup, thin=thin, seed=seed, max_time=max_time,
+                                   progress_bar=progress_bar, return_chains=return_chains)
 
     @torch.no_grad()
     def sample_batched(self, x, n: int, *, method: str = "auto", min_acceptance: float | None = None,
@@ -639,43 +433,6 @@ class NRE(Estimator):
         draws: fast, approximate).  Rejection shares one stream of prior draws between observations; MCMC
         runs all ``m * chains`` slice-sampling chains at once.
         """
-        net = self._trained().eval()
-        n = check_count("n", n)
-        if method not in ("auto", "rejection", "mcmc", "sir"):
-            raise ValueError(f"method must be 'auto', 'rejection', 'mcmc' or 'sir', got {method!r}")
-        x = self._check_x(x).to(self.device)
-        m, d = x.shape[0], self.dim_theta
-        feats = self._features(x)
-        if min_acceptance is None:
-            min_acceptance = self._auto_min_acceptance(n, chains, warmup, thin)
-        seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
-        g = torch.Generator().manual_seed(int(seed))
-        with seeded(seed):
-            if method in ("auto", "rejection"):
-                try:
-                    s, rate = rejection_sample(lambda t, j: self._grid(t.to(self.device), feats[j.to(self.device)]),
-                                               self.prior, n, m, chunk=chunk, max_time=max_time, subsets=True,
-                                               min_acceptance=min_acceptance if method == "auto" else 0.0)
-                    self.method, self.acceptance_rate = "rejection", rate
-                    return s
-                except _LowAcceptance as e:
-                    self.acceptance_rate = e.rate
-            props = self.prior.sample((chunk,)).float().to(self.device)
-        h = self._grid(props, feats)  # (chunk, m): log weights of prior draws towards each posterior
-        if method == "sir":
-            self.method = "sir"
-            return torch.stack([sir(lambda t, _w=h[:, j]: _w, props, n, generator=g, chunk=chunk)
-                                for j in range(m)], 1).cpu()
-        self.method = "mcmc"
-        init = torch.cat([sir(lambda t, _w=h[:, j]: _w, props, chains, generator=g, chunk=chunk)
-                          for j in range(m)])
-        feats_rep = feats.repeat_interleave(chains, 0)  # chains of observation j are contiguous
-
-        def potential(theta: Tensor, idx: Tensor) -> Tensor:
-            lp = self.prior.log_prob(theta.cpu()).to(theta.device)
-            return lp + net(theta, feats_rep[idx])
-
-        per_chain = -(-n // chains)
-        s = slice_sample(potential, init, per_chain, warmup=warmup, thin=thin, generator=g, chain_index=True)
-        s = s.reshape(per_chain, m, chains, d).permute(0, 2, 1, 3).reshape(per_chain * chains, m, d)
-        return s[:n].cpu()
+        return nre_sampling.sample_batched(self, x, n, method=method, min_acceptance=min_acceptance, chunk=chunk,
+                                           chains=chains, warmup=warmup, thin=thin, seed=seed,
+                                           max_time=max_time)

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-import telescope.simulation.store as store_mod
+import telescope.simulation.store.database as store_mod  # the module that calls os.access and sqlite3.connect
 from telescope.cli.simulate import add_parsers
 from telescope.priors import BoxUniform
 from telescope.simulation.campaign import run_campaign

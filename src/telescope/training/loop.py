@@ -141,6 +141,19 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
     dev = as_device(device)
     module.to(dev)
     gen = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ()).item()))
+    train_sets, val_sets = _data_sets(groups, val_data, val_fraction, val_loss_fn, gen, dev)
+    loop = _Loop(module, train_sets, val_sets, gen=gen, dev=dev, batch_size=batch_size, val_fraction=val_fraction,
+                 single=isinstance(data, dict), val_single=isinstance(data if val_data is None else val_data, dict))
+    loop.optimiser(lr=lr, weight_decay=weight_decay, schedule=schedule, max_epochs=max_epochs, ema=ema,
+                   ema_max_epochs=ema_max_epochs)
+    return loop.run(loss_fn, val_loss_fn or loss_fn, backward=backward, clip=clip, max_epochs=max_epochs,
+                    patience=patience, min_epochs=min_epochs, max_time=max_time, val_initial=val_initial,
+                    progress_bar=progress_bar, desc=desc)
+
+
+def _data_sets(groups: list[Batch], val_data: Batch | Sequence[Batch] | None, val_fraction: float,
+               val_loss_fn: Callable | None, gen: torch.Generator, dev) -> tuple[list[Batch], list[Batch]]:
+    """The training and validation groups on ``dev``: ``val_data`` as given, or a random split of each group."""
     if val_data is not None:
         vgroups = [val_data] if isinstance(val_data, dict) else list(val_data)
         if len(vgroups) != len(groups) and val_loss_fn is None:
@@ -149,37 +162,54 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
             _check_group(v, i)
         train_sets = [{k: v.to(dev) for k, v in g.items()} for g in groups]
         val_sets = [{k: v.to(dev) for k, v in g.items()} for g in vgroups]
-    else:
-        train_sets, val_sets = [], []
-        for g in groups:
-            tr, va = split(g, val_fraction, gen)
-            train_sets.append({k: v.to(dev) for k, v in tr.items()})
-            val_sets.append({k: v.to(dev) for k, v in va.items()})
-    n_train = [next(iter(t.values())).shape[0] for t in train_sets]
-    if batch_size is None:
-        batch_size = min(512, max(50, max(n_train) // 20))
-    elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    n_steps = max(1, math.ceil(max(n_train) / batch_size))
-    has_val = val_fraction > 0 and all(next(iter(v.values())).shape[0] > 0 for v in val_sets)
+        return train_sets, val_sets
+    train_sets, val_sets = [], []
+    for g in groups:
+        tr, va = split(g, val_fraction, gen)
+        train_sets.append({k: v.to(dev) for k, v in tr.items()})
+        val_sets.append({k: v.to(dev) for k, v in va.items()})
+    return train_sets, val_sets
 
-    if schedule not in (None, "cosine"):
-        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
-    params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max_epochs * n_steps) if schedule else None
-    if ema is not None and not (isinstance(ema, (int, float)) and 0 <= ema < 1):
-        raise ValueError(f"ema must be a decay in [0, 1) or None, got {ema!r}")
-    if ema and ema_max_epochs is not None:
-        if not ema_max_epochs > 0:
-            raise ValueError(f"ema_max_epochs must be > 0 or None, got {ema_max_epochs!r}")
-        ema = min(float(ema), 1.0 - 1.0 / max(1.0, ema_max_epochs * n_steps))
-    avg = torch.optim.swa_utils.AveragedModel(module, multi_avg_fn=_ema(ema)) if ema else None
 
-    def batches(sets, shuffle: bool, single: bool):
+class _Loop:
+    """One training run: minibatches, the optimiser and weight average, epochs, validation and early stopping."""
+
+    def __init__(self, module: nn.Module, train_sets: list[Batch], val_sets: list[Batch], *, gen: torch.Generator,
+                 dev, batch_size: int | None, val_fraction: float, single: bool, val_single: bool):
+        self.module, self.train_sets, self.val_sets, self.gen, self.dev = module, train_sets, val_sets, gen, dev
+        self.single, self.val_single = single, val_single
+        n_train = [next(iter(t.values())).shape[0] for t in train_sets]
+        if batch_size is None:
+            batch_size = min(512, max(50, max(n_train) // 20))
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+        self.n_steps = max(1, math.ceil(max(n_train) / batch_size))
+        self.has_val = val_fraction > 0 and all(next(iter(v.values())).shape[0] > 0 for v in val_sets)
+
+    def optimiser(self, *, lr: float, weight_decay: float, schedule: str | None, max_epochs: int, ema: float | None,
+                  ema_max_epochs: float | None) -> None:
+        """Adam (with the cosine schedule if asked), the moving average of the weights, an empty history."""
+        if schedule not in (None, "cosine"):
+            raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=lr, weight_decay=weight_decay, foreach=True)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max_epochs * self.n_steps) if schedule else None
+        if ema is not None and not (isinstance(ema, (int, float)) and 0 <= ema < 1):
+            raise ValueError(f"ema must be a decay in [0, 1) or None, got {ema!r}")
+        if ema and ema_max_epochs is not None:
+            if not ema_max_epochs > 0:
+                raise ValueError(f"ema_max_epochs must be > 0 or None, got {ema_max_epochs!r}")
+            ema = min(float(ema), 1.0 - 1.0 / max(1.0, ema_max_epochs * self.n_steps))
+        self.avg = torch.optim.swa_utils.AveragedModel(self.module, multi_avg_fn=_ema(ema)) if ema else None
+        self.history: dict = {"train_loss": [], "val_loss": [], "lr": [], "best_epoch": 0, "epochs": 0,
+                              "ema": ema or None}
+
+    def batches(self, sets: list[Batch], shuffle: bool, single: bool):
+        """``(b, batch)`` pairs: ``n_steps`` shuffled minibatches per group, or validation chunks of about 4096 rows."""
+        gen, dev = self.gen, self.dev
         perms = [torch.randperm(n, generator=gen).to(dev) if shuffle else torch.arange(n, device=dev)
                  for n in (next(iter(s.values())).shape[0] for s in sets)]
-        steps = n_steps if shuffle else max(1, math.ceil(max(p.numel() for p in perms) / 4096))
+        steps = self.n_steps if shuffle else max(1, math.ceil(max(p.numel() for p in perms) / 4096))
         for b in range(steps):
             out = []
             for s, p in zip(sets, perms):
@@ -188,66 +218,78 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
                 out.append({k: v[idx] for k, v in s.items()})
             yield b, (out[0] if single else out)
 
-    history: dict = {"train_loss": [], "val_loss": [], "lr": [], "best_epoch": 0, "epochs": 0, "ema": ema or None}
-    best, best_state, bad = math.inf, None, 0
-    t0 = time.perf_counter()
-    if val_initial and has_val:
-        single = isinstance(data if val_data is None else val_data, dict)
-        best = _validate(module, val_loss_fn or loss_fn, batches(val_sets, False, single), -1)
-        best_state, history["best_epoch"], history["initial_val_loss"] = copy.deepcopy(module.state_dict()), -1, best
-    with seeded(int(torch.randint(2**62, (1,), generator=gen).item())), \
-            progress(total=max_epochs, desc=desc, enabled=progress_bar, unit="epoch") as bar:
-        for epoch in range(max_epochs):
-            module.train()
-            total, count = torch.zeros((), device=dev), 0
-            for b, batch in batches(train_sets, True, isinstance(data, dict)):
-                terms = _terms(loss_fn(module, batch))
-                _check_finite(terms, epoch, b, "training")
-                opt.zero_grad(set_to_none=True)
-                loss = _total(terms)  # once per step: for backward and for the epoch's mean
-                if backward is None:
-                    loss.backward()
-                else:
-                    backward(terms, params)
-                if clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, clip)
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                if avg is not None:
-                    avg.update_parameters(module)
-                total += loss.detach()
-                count += 1
-            history["train_loss"].append(float(total) / count)
-            history["lr"].append(opt.param_groups[0]["lr"])
-            history["epochs"] = epoch + 1
-            if has_val:
-                net = avg.module if avg is not None else module
-                single = isinstance(data if val_data is None else val_data, dict)
-                val = _validate(net, val_loss_fn or loss_fn, batches(val_sets, False, single), epoch)
-                history["val_loss"].append(val)
-                if val < best:
-                    best, bad, history["best_epoch"] = val, 0, epoch
-                    best_state = copy.deepcopy(net.state_dict())
-                else:
-                    bad += 1
-                bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}", val=f"{val:.3f}", best=f"{best:.3f}")
+    def epoch(self, loss_fn: Callable, epoch: int, backward: Callable | None, clip: float | None) -> None:
+        """One pass over the training data: a step per minibatch; the mean loss and the learning rate to the history."""
+        module, opt, params = self.module, self.opt, self.params
+        module.train()
+        total, count = torch.zeros((), device=self.dev), 0
+        for b, batch in self.batches(self.train_sets, True, self.single):
+            terms = _terms(loss_fn(module, batch))
+            _check_finite(terms, epoch, b, "training")
+            opt.zero_grad(set_to_none=True)
+            loss = _total(terms)  # once per step: for backward and for the epoch's mean
+            if backward is None:
+                loss.backward()
             else:
-                bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}")
-            bar.update(1)
-            if has_val and bad >= patience and epoch + 1 >= min_epochs:
-                break
-            if max_time is not None and time.perf_counter() - t0 > max_time:
-                history["stopped"] = "max_time"
-                break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    elif avg is not None:
-        module.load_state_dict(avg.module.state_dict())
-    module.eval()
-    history["seconds"] = time.perf_counter() - t0
-    history["best_val_loss"] = best if has_val else None
-    return history
+                backward(terms, params)
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            if self.sched is not None:
+                self.sched.step()
+            if self.avg is not None:
+                self.avg.update_parameters(module)
+            total += loss.detach()
+            count += 1
+        self.history["train_loss"].append(float(total) / count)
+        self.history["lr"].append(opt.param_groups[0]["lr"])
+        self.history["epochs"] = epoch + 1
+
+    def validate(self, net: nn.Module, val_loss_fn: Callable, epoch: int) -> float:
+        """The validation loss of ``net`` (deterministic chunks, no gradients)."""
+        return _validate(net, val_loss_fn, self.batches(self.val_sets, False, self.val_single), epoch)
+
+    def run(self, loss_fn: Callable, val_loss_fn: Callable, *, backward: Callable | None, clip: float | None,
+            max_epochs: int, patience: int, min_epochs: int, max_time: float | None, val_initial: bool,
+            progress_bar: bool, desc: str) -> dict:
+        """Epochs until ``patience`` epochs without a better validation loss (or ``max_epochs``, ``max_time``);
+        then the best weights (or the average) are loaded and the history returned."""
+        module, history, has_val = self.module, self.history, self.has_val
+        best, best_state, bad = math.inf, None, 0
+        t0 = time.perf_counter()
+        if val_initial and has_val:
+            best = self.validate(module, val_loss_fn, -1)
+            best_state, history["best_epoch"], history["initial_val_loss"] = copy.deepcopy(module.state_dict()), -1, best
+        with seeded(int(torch.randint(2**62, (1,), generator=self.gen).item())), \
+                progress(total=max_epochs, desc=desc, enabled=progress_bar, unit="epoch") as bar:
+            for epoch in range(max_epochs):
+                self.epoch(loss_fn, epoch, backward, clip)
+                if has_val:
+                    net = self.avg.module if self.avg is not None else module
+                    val = self.validate(net, val_loss_fn, epoch)
+                    history["val_loss"].append(val)
+                    if val < best:
+                        best, bad, history["best_epoch"] = val, 0, epoch
+                        best_state = copy.deepcopy(net.state_dict())
+                    else:
+                        bad += 1
+                    bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}", val=f"{val:.3f}", best=f"{best:.3f}")
+                else:
+                    bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}")
+                bar.update(1)
+                if has_val and bad >= patience and epoch + 1 >= min_epochs:
+                    break
+                if max_time is not None and time.perf_counter() - t0 > max_time:
+                    history["stopped"] = "max_time"
+                    break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        elif self.avg is not None:
+            module.load_state_dict(self.avg.module.state_dict())
+        module.eval()
+        history["seconds"] = time.perf_counter() - t0
+        history["best_val_loss"] = best if has_val else None
+        return history
 
 
 @torch.no_grad()

@@ -117,56 +117,74 @@ def slice_sample(log_prob: LogProb, init: Tensor, n_samples: int, *, warmup: int
                 w = width[j]
                 left = x[:, j] - w * rand(c)
                 right = left + w
-                # step out both ends at once, vectorised: only the chains whose end is still inside
-                # the slice are probed, several steps ahead when few remain
-                active = [torch.arange(c, device=dev), torch.arange(c, device=dev)]  # stepping left, right
-                used = 0
-                while used < max_steps and (active[0].numel() or active[1].numel()):
-                    k = min(_per_chain(active[0].numel() + active[1].numel()), max_steps - used)
-                    steps = torch.arange(k, device=dev, dtype=x.dtype) * w
-                    rows = torch.cat(active)
-                    vals = torch.cat([left[active[0], None] - steps, right[active[1], None] + steps])
-                    inside = _probe(log_prob, x, j, vals, rows, chain_index) > log_y[rows, None]
-                    # steps taken: the position of the first probe outside the slice (k if none is)
-                    taken = torch.where(inside.all(1), k, (~inside).int().argmax(1))
-                    t_left, t_right = taken.split([active[0].numel(), active[1].numel()])
-                    left[active[0]] -= w * t_left.to(x.dtype)
-                    right[active[1]] += w * t_right.to(x.dtype)
-                    active = [active[0][t_left == k], active[1][t_right == k]]
-                    used += k
-                # shrink until every chain accepts; only the chains still shrinking are probed, each at
-                # several points when few remain: a point outside the interval shrunk by the points
-                # before it is skipped, so every candidate used is uniform on the current interval
-                new = x[:, j].clone()
-                idx = torch.arange(c, device=dev)
-                for _ in range(100):
-                    m, k = idx.numel(), _per_chain(idx.numel())
-                    lo, hi, here = left[idx], right[idx], x[idx, j]
-                    cand = lo[:, None] + (hi - lo)[:, None] * rand(m, k)
-                    lp_c = _probe(log_prob, x, j, cand, idx, chain_index)
-                    acc = lp_c > log_y[idx, None]
-                    done = torch.zeros(m, dtype=torch.bool, device=dev)
-                    for t in range(k):
-                        ct = cand[:, t]
-                        valid = ~done & (ct > lo) & (ct < hi) if k > 1 else ~done
-                        a_t = valid & acc[:, t]
-                        new[idx[a_t]] = ct[a_t]
-                        lp[idx[a_t]] = lp_c[a_t, t]
-                        done |= a_t
-                        rej = valid & ~acc[:, t]
-                        lo = torch.where(rej & (ct < here), ct, lo)
-                        hi = torch.where(rej & (ct >= here), ct, hi)
-                    left[idx], right[idx] = lo, hi
-                    idx = idx[~done]
-                    if idx.numel() == 0:
-                        break
-                x[:, j] = new
+                _step_out(log_prob, x, j, left, right, log_y, w, max_steps, chain_index)
+                x[:, j] = _shrink(log_prob, x, j, left, right, log_y, lp, rand, chain_index)
                 if it < warmup:  # adapt the width to the typical slice size during warm-up
                     width[j] = 0.9 * width[j] + 0.1 * (right - left).mean().clamp_min(1e-6)
             if it >= tail_from and (it - tail_from) % thin == thin - 1:
                 out.append(x.clone())
             bar.update(1)
     return torch.stack(out)
+
+
+def _step_out(log_prob: LogProb, x: Tensor, j: int, left: Tensor, right: Tensor, log_y: Tensor, w: Tensor,
+              max_steps: int, chain_index: bool) -> None:
+    """Step the slice ends ``left``, ``right`` (``(chains,)``, changed in place) out along coordinate ``j``.
+
+    Vectorised over both ends at once: only the chains whose end is still inside the slice are probed,
+    several steps ahead when few remain, at most ``max_steps`` steps each side.
+    """
+    c, dev = x.shape[0], x.device
+    active = [torch.arange(c, device=dev), torch.arange(c, device=dev)]  # stepping left, right
+    used = 0
+    while used < max_steps and (active[0].numel() or active[1].numel()):
+        k = min(_per_chain(active[0].numel() + active[1].numel()), max_steps - used)
+        steps = torch.arange(k, device=dev, dtype=x.dtype) * w
+        rows = torch.cat(active)
+        vals = torch.cat([left[active[0], None] - steps, right[active[1], None] + steps])
+        inside = _probe(log_prob, x, j, vals, rows, chain_index) > log_y[rows, None]
+        # steps taken: the position of the first probe outside the slice (k if none is)
+        taken = torch.where(inside.all(1), k, (~inside).int().argmax(1))
+        t_left, t_right = taken.split([active[0].numel(), active[1].numel()])
+        left[active[0]] -= w * t_left.to(x.dtype)
+        right[active[1]] += w * t_right.to(x.dtype)
+        active = [active[0][t_left == k], active[1][t_right == k]]
+        used += k
+
+
+def _shrink(log_prob: LogProb, x: Tensor, j: int, left: Tensor, right: Tensor, log_y: Tensor, lp: Tensor,
+            rand: Callable, chain_index: bool) -> Tensor:
+    """Shrink the slices until every chain accepts; returns coordinate ``j`` of the new states ``(chains,)``.
+
+    ``left``, ``right`` and the log densities ``lp`` are updated in place.  Only the chains still shrinking
+    are probed, each at several points when few remain: a point outside the interval shrunk by the points
+    before it is skipped, so every candidate used is uniform on the current interval.
+    """
+    dev = x.device
+    new = x[:, j].clone()
+    idx = torch.arange(x.shape[0], device=dev)
+    for _ in range(100):
+        m, k = idx.numel(), _per_chain(idx.numel())
+        lo, hi, here = left[idx], right[idx], x[idx, j]
+        cand = lo[:, None] + (hi - lo)[:, None] * rand(m, k)
+        lp_c = _probe(log_prob, x, j, cand, idx, chain_index)
+        acc = lp_c > log_y[idx, None]
+        done = torch.zeros(m, dtype=torch.bool, device=dev)
+        for t in range(k):
+            ct = cand[:, t]
+            valid = ~done & (ct > lo) & (ct < hi) if k > 1 else ~done
+            a_t = valid & acc[:, t]
+            new[idx[a_t]] = ct[a_t]
+            lp[idx[a_t]] = lp_c[a_t, t]
+            done |= a_t
+            rej = valid & ~acc[:, t]
+            lo = torch.where(rej & (ct < here), ct, lo)
+            hi = torch.where(rej & (ct >= here), ct, hi)
+        left[idx], right[idx] = lo, hi
+        idx = idx[~done]
+        if idx.numel() == 0:
+            break
+    return new
 
 
 def rhat(chains: Tensor) -> Tensor:

@@ -208,8 +208,6 @@ def importance_diagnostic(estimator, simulator, theta, n: int = 2000, *, seed: i
         sample size of the weights, out of ``n``) and ``weight_mean`` (Monte Carlo
         :math:`\mathbb{E}_{p(x)}[\hat r(x \mid \theta)]`, which is 1 for a correct ratio).
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     _check_estimator(estimator)
     n = check_count("n", n, 4)
     if not 0 < test_fraction < 1:
@@ -220,15 +218,7 @@ def importance_diagnostic(estimator, simulator, theta, n: int = 2000, *, seed: i
     d = int(prior.event_shape[0])
     if theta.numel() != d:
         raise ValueError(f"theta must be one parameter of shape ({d},), got {theta.numel()} values")
-    with seeded(seed):
-        theta_m = prior.sample((n,)).float()
-    x_l = torch.as_tensor(sim(theta.expand(n, d).contiguous(), seed=seed + 1)).float()  # p(x | theta)
-    x_m = torch.as_tensor(sim(theta_m, seed=seed + 2)).float()  # p(x)
-    ok_l = torch.isfinite(x_l.reshape(n, -1)).all(-1)
-    ok_m = torch.isfinite(x_m.reshape(n, -1)).all(-1)
-    x_l, x_m = x_l[ok_l], x_m[ok_m]
-    if min(x_l.shape[0], x_m.shape[0]) < 4:
-        raise ValueError("fewer than 4 finite simulations in a class; check the simulator at this theta")
+    x_l, x_m = _two_classes(sim, prior, theta, n, seed)
     log_w = estimator.log_ratio(theta, x_m).double()
     w = torch.exp(log_w - log_w.max())
     weight_mean = float(torch.exp(torch.logsumexp(log_w, 0) - math.log(log_w.numel())))
@@ -238,36 +228,56 @@ def importance_diagnostic(estimator, simulator, theta, n: int = 2000, *, seed: i
     feats_l = x_l.reshape(x_l.shape[0], -1).numpy().astype(np.float64)
     feats_m = x_m.reshape(x_m.shape[0], -1).numpy().astype(np.float64)
     w = w.numpy()
-
-    def split_rows(k):
-        perm = rng.permutation(k)
-        t = int(round(test_fraction * k))
-        return perm[t:], perm[:t]
-
-    tr_l, te_l = split_rows(feats_l.shape[0])
-    tr_m, te_m = split_rows(feats_m.shape[0])
-
-    def run(weights_m):
-        clf = classifier if classifier is not None else _default_classifier(seed)
-        from sklearn.base import clone
-
-        clf = clone(clf)
-        wm_tr = weights_m[tr_m] / max(weights_m[tr_m].sum(), 1e-300) * len(tr_l)
-        X = np.concatenate([feats_l[tr_l], feats_m[tr_m]])
-        y = np.concatenate([np.ones(len(tr_l)), np.zeros(len(tr_m))])
-        sw = np.concatenate([np.ones(len(tr_l)), wm_tr])
-        clf.fit(X, y, sample_weight=sw)
-        Xt = np.concatenate([feats_l[te_l], feats_m[te_m]])
-        yt = np.concatenate([np.ones(len(te_l)), np.zeros(len(te_m))])
-        wt = np.concatenate([np.ones(len(te_l)), weights_m[te_m] / max(weights_m[te_m].sum(), 1e-300) * len(te_l)])
-        score = clf.predict_proba(Xt)[:, 1]
-        fpr, tpr, _ = roc_curve(yt, score, sample_weight=wt)
-        return fpr, tpr, float(roc_auc_score(yt, score, sample_weight=wt))
-
-    fpr, tpr, auc = run(w)
-    fpr0, tpr0, auc0 = run(np.ones_like(w))
+    rows_l = _split_rows(rng, feats_l.shape[0], test_fraction)
+    rows_m = _split_rows(rng, feats_m.shape[0], test_fraction)
+    fpr, tpr, auc = _weighted_roc(classifier, seed, feats_l, feats_m, rows_l, rows_m, w)
+    fpr0, tpr0, auc0 = _weighted_roc(classifier, seed, feats_l, feats_m, rows_l, rows_m, np.ones_like(w))
     return {"auc": auc, "fpr": fpr, "tpr": tpr, "auc_power": auc0, "fpr_power": fpr0, "tpr_power": tpr0,
             "ess": ess, "weight_mean": weight_mean, "theta": theta.tolist(), "n": n}
+
+
+def _two_classes(sim, prior, theta: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
+    r"""``n`` simulations from :math:`p(x \mid \theta)` and ``n`` from :math:`p(x)`, the non-finite ones dropped."""
+    d = theta.numel()
+    with seeded(seed):
+        theta_m = prior.sample((n,)).float()
+    x_l = torch.as_tensor(sim(theta.expand(n, d).contiguous(), seed=seed + 1)).float()  # p(x | theta)
+    x_m = torch.as_tensor(sim(theta_m, seed=seed + 2)).float()  # p(x)
+    ok_l = torch.isfinite(x_l.reshape(n, -1)).all(-1)
+    ok_m = torch.isfinite(x_m.reshape(n, -1)).all(-1)
+    x_l, x_m = x_l[ok_l], x_m[ok_m]
+    if min(x_l.shape[0], x_m.shape[0]) < 4:
+        raise ValueError("fewer than 4 finite simulations in a class; check the simulator at this theta")
+    return x_l, x_m
+
+
+def _split_rows(rng: np.random.Generator, k: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A random split of ``k`` rows: ``(train rows, test rows)``, ``test_fraction`` of them for testing."""
+    perm = rng.permutation(k)
+    t = int(round(test_fraction * k))
+    return perm[t:], perm[:t]
+
+
+def _weighted_roc(classifier, seed: int, feats_l: np.ndarray, feats_m: np.ndarray, rows_l: tuple, rows_m: tuple,
+                  weights_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fit a classifier of class 1 (``feats_l``) against class 0 (``feats_m`` weighted by ``weights_m``, normalised to
+    the size of class 1) on the training rows; its weighted ROC curve and AUC on the test rows."""
+    from sklearn.base import clone
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    (tr_l, te_l), (tr_m, te_m) = rows_l, rows_m
+    clf = clone(classifier if classifier is not None else _default_classifier(seed))
+    wm_tr = weights_m[tr_m] / max(weights_m[tr_m].sum(), 1e-300) * len(tr_l)
+    X = np.concatenate([feats_l[tr_l], feats_m[tr_m]])
+    y = np.concatenate([np.ones(len(tr_l)), np.zeros(len(tr_m))])
+    sw = np.concatenate([np.ones(len(tr_l)), wm_tr])
+    clf.fit(X, y, sample_weight=sw)
+    Xt = np.concatenate([feats_l[te_l], feats_m[te_m]])
+    yt = np.concatenate([np.ones(len(te_l)), np.zeros(len(te_m))])
+    wt = np.concatenate([np.ones(len(te_l)), weights_m[te_m] / max(weights_m[te_m].sum(), 1e-300) * len(te_l)])
+    score = clf.predict_proba(Xt)[:, 1]
+    fpr, tpr, _ = roc_curve(yt, score, sample_weight=wt)
+    return fpr, tpr, float(roc_auc_score(yt, score, sample_weight=wt))
 
 
 def expected_coverage(estimator, theta, x, n_samples: int = 500, alphas=None, *, seed: int | None = 0,

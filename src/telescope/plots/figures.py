@@ -3,7 +3,7 @@ r"""Figures for checking posteriors and training runs.
 * :func:`corner` -- pair plot of posterior samples: 1-d histograms on the diagonal, 2-d
   histograms below it, reference samples overlaid as 68% / 95% highest-density contours and the
   true parameter marked with lines (the layout popularised by Foreman-Mackey's ``corner``);
-  it lives in :mod:`telescope.plots.corner` and is importable from here too.
+  it lives in :mod:`telescope.plots.corner_plot` and is importable from here too.
 * :func:`coverage_plot` -- empirical against nominal coverage of HPD regions
   (Hermans et al., 2022), with the diagonal and an optional binomial band: the range a
   calibrated estimator stays in with probability ``confidence`` given ``n_pairs`` test pairs
@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from ..utils import save_figure as _save
 from ._inputs import PathLike, _array, _matrix
-from .corner import corner
+from .corner_plot import corner
 
 __all__ = ["corner", "coverage_plot", "training_curves", "sbc_histograms"]
 

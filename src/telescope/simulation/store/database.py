@@ -23,9 +23,9 @@ from .schema import (
     _array,
     _blob,
     _check_sqlite_file,
+    _guard,
     _transaction,
     _version,
-    damaged,
     db_file,
 )
 
@@ -60,7 +60,7 @@ class Store:
             raise FileNotFoundError(f"no simulation store at {str(path)!r} (looked for {str(self.file)!r})")
         else:
             _check_sqlite_file(self.file)
-        try:
+        with _guard(self.file, close=self.close):
             self.con = self._connect()
             if write:
                 tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -79,12 +79,6 @@ class Store:
                 if self.file.name == DB_NAME and not readme.exists():
                     readme.write_text(_README.format(version=_version()))
             self.meta = self._read_meta()
-        except sqlite3.DatabaseError as e:
-            self.close()
-            raise damaged(self.file, e) from None
-        except ValueError:
-            self.close()
-            raise
         if self.meta and self.meta.get("format") != "telescope-simulations":
             self.close()
             raise ValueError(f"{str(self.file)!r} is a SQLite file but not a telescope simulation store")

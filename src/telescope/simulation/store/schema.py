@@ -138,15 +138,18 @@ def damaged(file, e: Exception) -> ValueError:
 
 
 class _guard:
-    """Turn SQLite errors while reading a store into :func:`damaged` errors."""
+    """Turn SQLite errors while using a store into :func:`damaged` errors; with ``close``, call it first on any
+    error (a store being opened is closed before the error propagates)."""
 
-    def __init__(self, file):
-        self.file = file
+    def __init__(self, file, close=None):
+        self.file, self.close = file, close
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self.close is not None:
+            self.close()
         if exc_type is not None and issubclass(exc_type, sqlite3.DatabaseError):
             raise damaged(self.file, exc) from None
         return False

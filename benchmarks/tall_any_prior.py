@@ -225,9 +225,13 @@ SAMPLERS = {
     "gauss_pc": {"method": "gauss", "spacing": "quadratic", "corrector_steps": 1},    # predictor-corrector
     "gauss_refine": {"method": "gauss", "refine_steps": 30},                          # refinement, uniform grid
     "gauss_stop": {"method": "gauss", "stop_t": 0.05, "stop_cov": "pilot"},           # Gaussian kernel from t = 0.05
+    "gauss_stop_tr": {"method": "gauss", "stop_t": 0.05, "stop_cov": "pilot", "stop_kernel": "truncated"},
+    "gauss_stop_tr02": {"method": "gauss", "stop_t": 0.02, "stop_cov": "pilot", "stop_kernel": "truncated"},
+    "gauss_stop_tr10": {"method": "gauss", "stop_t": 0.1, "stop_cov": "pilot", "stop_kernel": "truncated"},
 }
 DEFAULT_SAMPLERS = ("gauss", "auto", "jac", "fnpse", "gauss_pilot2k", "gauss_q200", "gauss_flat", "gauss_refine")
-ORACLE = ("single", "gauss", "auto", "gauss_q200", "gauss_flat", "gauss_refine", "gauss_pilot2k")
+ORACLE = ("single", "gauss", "auto", "gauss_q200", "gauss_flat", "gauss_refine", "gauss_pilot2k", "gauss_stop",
+          "gauss_stop_tr")
 
 
 def _in_support(prior, s):

@@ -25,6 +25,7 @@ from telescope.samplers.prior_scores import (
     uniform_score_std,
 )
 from telescope.samplers.tall import TallSampler, auto_settings, prior_family, split_check
+from telescope.samplers.tall.refine import truncated_mean, untruncated_mean
 from telescope.samplers.unconstrained import DiffusedLogistic, Logistic, LogitBox
 
 
@@ -104,6 +105,8 @@ def test_prior_family_and_auto_settings():
         assert auto_settings(p, 1)["method"] == "gauss"
         assert auto_settings(p, 32)["method"] == "gauss"
     assert auto_settings(box, 32)["pilot_samples"] == 1024 and "pilot_samples" not in auto_settings(gauss, 32)
+    assert auto_settings(box, 8)["stop_t"] == 0.05 and auto_settings(box, 8)["stop_cov"] == "pilot"
+    assert "stop_t" not in auto_settings(gauss, 8) and "stop_t" not in auto_settings(box, 1)
 
 
 def test_new_options_are_validated():
@@ -117,6 +120,8 @@ def test_new_options_are_validated():
         TallSampler(eps, 4, m.prior, refine_steps=-1)
     with pytest.raises(ValueError, match="stop_t"):
         TallSampler(eps, 4, m.prior, stop_t=1.5)
+    with pytest.raises(ValueError, match="stop_kernel"):
+        TallSampler(eps, 4, m.prior, stop_kernel="exact")
 
 
 def test_switches_off_by_default_give_the_same_samples():
@@ -157,6 +162,52 @@ def test_gaussian_kernel_tail_stays_close_for_a_gaussian_model():
     sd = m.sigma / 4
     assert (((s.double().mean(0) - m.x.double().mean(0)) / sd).abs() < 0.15).all()
     assert ((s.double().std(0) / sd - 1).abs() < 0.2).all()
+
+
+# -- the box-truncated kernel of a stopped path ---------------------------------------------------
+def test_truncated_mean_matches_scipy_and_is_inverted():
+    mu = torch.tensor([-3.0, 0.0, 5.0, -40.0, 0.3], dtype=torch.float64)
+    sd = torch.tensor([1.0, 0.5, 2.0, 1.0, 0.01], dtype=torch.float64)
+    lo = torch.tensor([-1.0, -1.0, -1.0, -1.0, -math.inf], dtype=torch.float64)
+    hi = torch.tensor([1.0, 1.0, math.inf, 1.0, math.inf], dtype=torch.float64)
+    got = truncated_mean(mu, sd, lo, hi)
+    want = stats.truncnorm.mean((lo - mu) / sd, (hi - mu) / sd, loc=mu, scale=sd)
+    assert np.allclose(got.numpy(), want, rtol=1e-7, atol=1e-9), (got, want)
+    back = untruncated_mean(got, sd, lo, hi)
+    assert torch.allclose(back[:3], mu[:3], atol=1e-6) and float(back[4]) == 0.3
+    assert float(back[3]) < -20  # far outside: only bracketed (the truncated mean there is lo + ~sd^2 / |mu|)
+
+
+def test_truncated_kernel_draw_has_the_truncated_normal_moments():
+    # the kernel given its TRUNCATED mean: draws must follow N(mu, K) cut by the box (K diagonal here)
+    m = BoxModel((0.97, -0.99, 0.9))
+    sampler = TallSampler(m.eps_set(m.x[:4]), 4, m.prior, generator=_gen(0), stop_t=0.05, stop_kernel="truncated",
+                          pilot_samples=32, pilot_steps=5)
+    mu = torch.tensor([0.9, -1.3, 0.2], dtype=torch.float64)
+    k = torch.tensor([0.05, 0.2, 0.6], dtype=torch.float64)
+    tmean = truncated_mean(mu, k, m.lo, m.hi)
+    draws = sampler._truncated_draw(tmean.float().expand(20000, 3).clone(), torch.diag(k.double() ** 2))
+    assert bool(((draws >= -1) & (draws <= 1)).all())
+    a, b = ((m.lo - mu) / k).numpy(), ((m.hi - mu) / k).numpy()
+    want_m = stats.truncnorm.mean(a, b, loc=mu.numpy(), scale=k.numpy())
+    want_s = stats.truncnorm.std(a, b, loc=mu.numpy(), scale=k.numpy())
+    assert np.all(np.abs(draws.double().mean(0).numpy() - want_m) < 0.03 * want_s), (draws.mean(0), want_m)
+    assert np.all(np.abs(draws.double().std(0).numpy() / want_s - 1) < 0.03), (draws.std(0), want_s)
+
+
+def test_npse_auto_on_a_box_prior_is_gauss_with_the_kernel_stop():
+    prior = ts.BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    g = torch.Generator().manual_seed(0)
+    theta = -2 + 4 * torch.rand(300, 2, generator=g)
+    x = theta + 0.3 * torch.randn(300, 2, generator=g)
+    est = ts.NPSE(prior, hidden=(32, 32), embed=16, embed_hidden=(16,)).fit(theta, x, max_epochs=2,
+                                                                            progress_bar=False)
+    kw = dict(seed=0, steps=5, pilot_steps=5, max_time=30.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = est.sample(x[:5], 20, method="auto", **kw)
+        b = est.sample(x[:5], 20, method="gauss", pilot_samples=1024, stop_t=0.05, stop_cov="pilot", **kw)
+    assert torch.equal(a, b)
 
 
 # -- the reference-free self-check --------------------------------------------------------------

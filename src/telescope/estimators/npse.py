@@ -471,7 +471,8 @@ class NPSE(Estimator):
                pilot_samples: int | None = None, pilot_steps: int = 50, langevin_steps: int = 5, tau: float = 0.5,
                prior_term: str = "bridge", prior_kernel: str | None = None, corrector_steps: int | None = None,
                refine_steps: int | None = None, refine_step: float = 0.3, refine_t_min: float | None = None,
-               stop_t: float | None = None, stop_cov: str = "batch", max_time: float = 300.0,
+               stop_t: float | None = None, stop_cov: str | None = None, stop_kernel: str | None = None,
+               max_time: float = 300.0,
                progress_bar: bool = False) -> Tensor:
         r"""``n`` posterior samples ``(n, d)`` given one observation or a set of i.i.d. observations.
 
@@ -483,7 +484,8 @@ class NPSE(Estimator):
             n: number of samples.
             method: ``"gauss"`` (default for sets), ``"jac"``, ``"fnpse"`` (:mod:`telescope.samplers.tall`)
                 or ``"auto"``: the settings of :func:`telescope.samplers.tall.auto_settings` for the
-                prior's family and ``n_obs`` (at present GAUSS, with a 1024-sample pilot for box priors);
+                prior's family and ``n_obs`` (GAUSS; for box priors with a 1024-sample pilot and a Gaussian
+                kernel stop at ``t = 0.05``);
                 settings given explicitly here override them.
             steps: reverse steps (default 100 for one observation, 50 for GAUSS, 1000 for JAC,
                 400 for F-NPSE).
@@ -504,9 +506,10 @@ class NPSE(Estimator):
             refine_steps, refine_step, refine_t_min: preconditioned Langevin steps on the composed score
                 at a small time (not below ``refine_t_min``) after GAUSS/JAC
                 (:meth:`~telescope.samplers.tall.TallSampler.refine`; default 0, off).
-            stop_t, stop_cov: stop the reverse path at ``stop_t`` and jump to ``t = 0`` with one draw of the
-                Gaussian backward kernel of the tall posterior (covariance from the ``"batch"`` or the
-                ``"pilot"``; :meth:`~telescope.samplers.tall.TallSampler._kernel_step`); default 0, off.
+            stop_t, stop_cov, stop_kernel: stop the reverse path at ``stop_t`` and jump to ``t = 0`` with one
+                draw of the Gaussian backward kernel of the tall posterior (covariance from the ``"batch"``, the
+                default, or the ``"pilot"``; ``stop_kernel="truncated"``: the Gaussian truncated to a box prior,
+                :meth:`~telescope.samplers.tall.TallSampler._kernel_step`); default 0, off.
             max_time: give up (RuntimeError) when ``n`` samples inside the prior support cannot be had in time.
             progress_bar: show progress.
 
@@ -536,9 +539,9 @@ class NPSE(Estimator):
             method = auto.pop("method")
             given = {"steps": steps, "spacing": spacing, "prior_kernel": prior_kernel, "corrector_steps": corrector_steps,
                      "refine_steps": refine_steps, "refine_t_min": refine_t_min, "stop_t": stop_t,
-                     "pilot_samples": pilot_samples}
-            steps, spacing, prior_kernel, corrector_steps, refine_steps, refine_t_min, stop_t, pilot_samples = (
-                given[k] if given[k] is not None else auto.get(k) for k in given)
+                     "pilot_samples": pilot_samples, "stop_cov": stop_cov, "stop_kernel": stop_kernel}
+            (steps, spacing, prior_kernel, corrector_steps, refine_steps, refine_t_min, stop_t, pilot_samples,
+             stop_cov, stop_kernel) = (given[k] if given[k] is not None else auto.get(k) for k in given)
         method = method or "gauss"
         spacing = spacing or "uniform"
         pilot_samples = 256 if pilot_samples is None else pilot_samples
@@ -552,7 +555,7 @@ class NPSE(Estimator):
                          prior_term=prior_term, clip=net.clip_range() if clip else None, generator=gen,
                          device=self.device, progress_bar=progress_bar, prior_kernel=prior_kernel or "gaussian",
                          corrector_steps=corrector_steps or 0, refine_steps=refine_steps or 0, refine_step=refine_step,
-                         stop_t=stop_t or 0.0, stop_cov=stop_cov,
+                         stop_t=stop_t or 0.0, stop_cov=stop_cov or "batch", stop_kernel=stop_kernel or "gaussian",
                          **({"refine_t_min": refine_t_min} if refine_t_min is not None else {}))
         self.sample_info = ts.info
         if chose_auto:

@@ -67,8 +67,11 @@ kernel by the flat term, exact for a box (:func:`~telescope.samplers.prior_score
 (predictor-corrector, Song et al., 2021); ``refine_steps`` runs preconditioned Langevin steps on
 the composed score at a small time after the reverse path (:meth:`TallSampler.refine`);
 ``stop_t`` ends the path at ``stop_t`` with one draw of the tall posterior's Gaussian backward
-kernel, truncated to the box.  :func:`auto_settings` is what ``method="auto"`` picks, and
-:func:`split_check` is a reference-free check of tall samples (:meth:`telescope.NPSE.tall_check`).
+kernel (eq. 10 applied to the tall posterior), redrawn inside a box or, with
+``stop_kernel="truncated"``, truncated to it around the recovered untruncated mean.
+:func:`auto_settings` is what ``method="auto"`` picks (for box priors: GAUSS with the kernel
+stop at ``t = 0.05``, which never evaluates the network where its error, summed over the ``n``
+observations, is largest), and :func:`split_check` is a reference-free check of tall samples (:meth:`telescope.NPSE.tall_check`).
 A box can also be removed altogether by training in logit space (:mod:`telescope.samplers.unconstrained`).
 
 Every reverse step is a DDIM step (:func:`telescope.diffusion.ddim_step`) on the schedule of

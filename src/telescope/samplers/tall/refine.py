@@ -18,7 +18,53 @@ from ...diffusion import ddim_step
 from .auto import _reflect
 from .core import _sym, clip_eps, trimmed_covariance
 
-__all__ = ["Refinements"]
+__all__ = ["Refinements", "untruncated_mean", "truncated_mean"]
+
+
+def truncated_mean(mu: Tensor, sd: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    r"""Mean of :math:`\mathcal{N}(\mu, sd^2)` truncated to ``[lo, hi]``, per coordinate (infinite bounds allowed).
+
+    :math:`\mu - sd\,(\varphi(\beta) - \varphi(\alpha))/(\Phi(\beta) - \Phi(\alpha))`, :math:`\alpha, \beta = (lo - \mu)/sd,
+    (hi - \mu)/sd`, stable in the tails (:func:`~telescope.samplers.prior_scores.uniform_score_std`).
+
+    Example:
+        >>> m = truncated_mean(torch.zeros(1), torch.ones(1), torch.zeros(1), torch.tensor([math.inf]))
+        >>> round(float(m), 4)   # half-normal: sqrt(2 / pi)
+        0.7979
+    """
+    from ..prior_scores import uniform_score_std
+
+    big = torch.finfo(mu.dtype).max ** 0.25
+    beta = ((hi - mu) / sd).clamp(-big, big)
+    alpha = ((lo - mu) / sd).clamp(-big, big)
+    return mu - sd * uniform_score_std(beta, alpha)
+
+
+def untruncated_mean(target: Tensor, sd: Tensor, lo: Tensor, hi: Tensor, iters: int = 60) -> Tensor:
+    r"""The :math:`\mu` whose :func:`truncated_mean` is ``target`` (bisection; the truncated mean increases with :math:`\mu`).
+
+    Coordinates with both bounds infinite are returned as they are; targets are first clamped
+    ``0.02 sd`` inside the interval (or to its middle when it is narrower than that).
+
+    Example:
+        >>> mu = untruncated_mean(torch.tensor([0.9]), torch.ones(1), -torch.ones(1), torch.ones(1))
+        >>> round(float(truncated_mean(mu, torch.ones(1), -torch.ones(1), torch.ones(1))), 4)
+        0.9
+    """
+    sd = sd.expand_as(target)
+    lo, hi = lo.expand_as(target), hi.expand_as(target)
+    free = torch.isinf(lo) & torch.isinf(hi)
+    inner_lo = torch.where(torch.isfinite(lo), lo + 0.02 * sd, target)
+    inner_hi = torch.where(torch.isfinite(hi), hi - 0.02 * sd, target)
+    mid = torch.where(torch.isfinite(lo) & torch.isfinite(hi), 0.5 * (lo + hi), target)
+    tgt = torch.where(inner_lo <= inner_hi, torch.minimum(torch.maximum(target, inner_lo), inner_hi), mid)
+    a = torch.where(torch.isfinite(lo), lo, tgt) - 60 * sd
+    b = torch.where(torch.isfinite(hi), hi, tgt) + 60 * sd
+    for _ in range(iters):
+        c = 0.5 * (a + b)
+        below = truncated_mean(c, sd, lo, hi) < tgt
+        a, b = torch.where(below, c, a), torch.where(below, b, c)
+    return torch.where(free | ~torch.isfinite(target), target, 0.5 * (a + b))
 
 
 class Refinements:
@@ -51,6 +97,8 @@ class Refinements:
             m = self._preconditioner(mean)
         back = _sym(torch.linalg.inv(torch.linalg.inv(m) + (abar / v) * eye))
         lb = torch.linalg.cholesky(back).to(z.dtype)
+        if self.box is not None and getattr(self, "stop_kernel", "gaussian") == "truncated":
+            return self._truncated_draw(mean, back)
         out = mean + torch.randn(mean.shape, generator=self.generator, device=z.device, dtype=z.dtype) @ lb.T
         if self.box is not None:
             lo, hi = self.box
@@ -60,6 +108,42 @@ class Refinements:
                     break
                 out[bad] = mean[bad] + torch.randn(int(bad.sum()), d, generator=self.generator, device=z.device,
                                                    dtype=z.dtype) @ lb.T
+        return out
+
+    def _truncated_draw(self, mean: Tensor, back: Tensor, tries: int = 20) -> Tensor:
+        r"""One draw of the box-truncated Gaussian backward kernel whose truncated mean is ``mean (N, d)``.
+
+        For a box prior the tall posterior is :math:`\mathbb{1}_{box}(\theta)\prod_j L_j(\theta)`; once
+        the product of likelihoods is Gaussian (Bernstein-von Mises), the backward kernel from
+        :math:`z_t` is :math:`\mathbb{1}_{box}\,\mathcal{N}(\mu(z_t), K)` with :math:`K` = ``back``
+        (Linhart et al. 2024, eq. 8, with a Gaussian product and the box as the only non-Gaussian
+        factor: the uniform prior's :math:`\lambda^{1-n}` is flat inside the box).  The Tweedie
+        estimate ``mean`` is the mean of the TRUNCATED kernel; :math:`\mu` is recovered per coordinate
+        (:func:`untruncated_mean`, marginal standard deviations), then draws outside the box are
+        redrawn (``tries`` times) and the coordinates still outside are drawn from their marginal
+        truncated normals.
+        """
+        lo, hi = self.box
+        sd = back.diagonal().sqrt().to(mean)
+        mu = untruncated_mean(mean.double(), sd.double(), lo.double(), hi.double()).to(mean.dtype)
+        lb = torch.linalg.cholesky(back).to(mean.dtype)
+        gen, dev = self.generator, mean.device
+        out = mu + torch.randn(mu.shape, generator=gen, device=dev, dtype=mu.dtype) @ lb.T
+        fin = torch.isfinite(mu).all(-1)
+        for _ in range(tries):
+            bad = ~((out >= lo) & (out <= hi)).all(-1) & fin
+            if not bool(bad.any()):
+                return out
+            out[bad] = mu[bad] + torch.randn(int(bad.sum()), mu.shape[-1], generator=gen, device=dev,
+                                             dtype=mu.dtype) @ lb.T
+        outside = ((out < lo) | (out > hi)) & fin.unsqueeze(-1)
+        if bool(outside.any()):
+            a = torch.special.ndtr(((lo - mu) / sd).double())
+            b = torch.special.ndtr(((hi - mu) / sd).double())
+            u = a + (b - a) * torch.rand(mu.shape, generator=gen, device=dev, dtype=torch.float64)
+            one = (mu + sd * torch.special.ndtri(u.clamp(1e-300, 1 - 1e-16)).to(mu.dtype))
+            one = torch.maximum(torch.minimum(one, hi), lo)
+            out = torch.where(outside, one, out)
         return out
 
     def _correct(self, z: Tensor, t: float, abar: float, step_eps) -> Tensor:

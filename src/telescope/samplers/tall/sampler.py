@@ -23,7 +23,10 @@ from .auto import _box, check_tail
 from .core import METHODS, PRIOR_KERNELS, SetEps, _grid, _sym, clip_eps, paper_eta, pilot_covariances
 from .refine import Refinements
 
-__all__ = ["TallSampler", "sample_tall"]
+__all__ = ["STOP_KERNELS", "TallSampler", "sample_tall"]
+
+#: The last step of a path stopped at ``stop_t``: a Gaussian kernel, or one truncated to the prior's box.
+STOP_KERNELS = ("gaussian", "truncated")
 
 
 def _check_options(method, prior_term, n_obs, prior_kernel, corrector_steps, corrector_snr, refine_steps,
@@ -81,6 +84,14 @@ class TallSampler(Refinements):
         generator: the random stream (noise, pilot).
         chunk_rows: at most this many (sample, observation) pairs per network call.
         progress_bar: show progress.
+        prior_kernel, corrector_steps, corrector_snr: the prior's backward kernel (``"gaussian"``
+            moment-matched, or ``"exact"``: flat for a box) and predictor-corrector steps (:meth:`_correct`).
+        refine_steps, refine_step, refine_noise, refine_t_min, refine_tail, refine_cap: the Langevin
+            refinement at a small time (:meth:`refine`; off by default).
+        stop_t, stop_cov, stop_kernel: end the path at ``stop_t`` with one draw of the tall posterior's
+            Gaussian backward kernel (:meth:`_kernel_step`), its covariance from the ``"batch"`` or the
+            ``"pilot"``, the Gaussian redrawn inside a box prior (``"gaussian"``) or truncated to it with
+            the untruncated mean recovered first (``"truncated"``, :meth:`_truncated_draw`); off by default.
 
     After :meth:`sample`, ``info`` holds the settings, network evaluations per sample
     (``nfe``), seconds, fallback counts and non-finite samples.
@@ -96,7 +107,8 @@ class TallSampler(Refinements):
                  progress_bar: bool = False, prior_kernel: str = "gaussian", corrector_steps: int = 0,
                  corrector_snr: float = 0.1, refine_steps: int = 0, refine_step: float = 0.3,
                  refine_noise: float = 0.05, refine_t_min: float = 1e-3, refine_tail: int = 10,
-                 stop_t: float = 0.0, stop_cov: str = "batch", refine_cap: float = 1.0):
+                 stop_t: float = 0.0, stop_cov: str = "batch", refine_cap: float = 1.0,
+                 stop_kernel: str = "gaussian"):
         tail = _check_options(method, prior_term, n_obs, prior_kernel, corrector_steps, corrector_snr,
                               refine_steps, refine_step, refine_noise, refine_tail, stop_t, stop_cov)
         self.eps_set, self.n_obs, self.method, self.jacobian = eps_set, int(n_obs), method, jacobian
@@ -107,6 +119,9 @@ class TallSampler(Refinements):
             float(refine_noise)
         self.refine_t_min, self.refine_tail = float(refine_t_min), tail
         self.stop_t, self.stop_cov = float(stop_t), stop_cov
+        if stop_kernel not in STOP_KERNELS:
+            raise ValueError(f"stop_kernel must be one of {list(STOP_KERNELS)}, got {stop_kernel!r}")
+        self.stop_kernel = stop_kernel
         self.refine_cap = float(refine_cap)
         self.box = _box(prior, self.device)
         self.prior = (exact_kernel_prior(prior) if prior_kernel == "exact" else prior).to(self.device)

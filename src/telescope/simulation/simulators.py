@@ -213,56 +213,69 @@ def _canon(obj, h, memo: dict, depth: int) -> None:
     arrays their dtype, shape and bytes.  Modules and classes contribute their names; cycles and depth > 6
     stop the walk.  No pickling: the result does not depend on the process, the module name or addresses.
     """
-    up = h.update
+    if _canon_leaf(obj, h.update):
+        return
+    if id(obj) in memo or depth > 6:
+        h.update(f"seen:{type(obj).__qualname__};".encode())
+        return
+    memo[id(obj)] = obj  # keeps obj alive: a freed temporary's id could be reused
+    if not _canon_composite(obj, h, memo, depth):
+        _canon_object(obj, h, memo, depth)
+
+
+def _canon_leaf(obj, up) -> bool:
+    """Scalars, tensors, arrays, numpy scalars, classes and modules (no recursion); False for anything else."""
     if isinstance(obj, _SCALARS):
         up(f"{type(obj).__name__}:{obj!r};".encode())
-        return
+        return True
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
         up(f"tensor:{t.dtype}:{tuple(t.shape)};".encode())
         up(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return
+        return True
     if isinstance(obj, np.ndarray):
         up(f"ndarray:{obj.dtype.str}:{obj.shape};".encode())
         up(np.ascontiguousarray(obj).tobytes() if obj.dtype != object else repr(obj.tolist()).encode())
-        return
+        return True
     if isinstance(obj, np.generic):
         up(f"np:{obj.dtype.str}:{obj!r};".encode())
-        return
+        return True
     if isinstance(obj, type) or inspect.ismodule(obj):
         up(f"ref:{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', ''))};".encode())
-        return
-    if id(obj) in memo or depth > 6:
-        up(f"seen:{type(obj).__qualname__};".encode())
-        return
-    memo[id(obj)] = obj  # keeps obj alive: a freed temporary's id could be reused
+        return True
+    return False
+
+
+def _canon_composite(obj, h, memo: dict, depth: int) -> bool:
+    """Containers, simulators, partials, methods and functions (recursing into their parts); False for anything else."""
+    up = h.update
     if isinstance(obj, (list, tuple, set, frozenset)):
         items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
         up(f"{type(obj).__name__}[{len(obj)}]:".encode())
         for v in items:
             _canon(v, h, memo, depth + 1)
-        return
+        return True
     if isinstance(obj, dict):
         up(f"dict[{len(obj)}]:".encode())
         for k in sorted(obj, key=repr):
             _canon(k, h, memo, depth + 1)
             _canon(obj[k], h, memo, depth + 1)
-        return
+        return True
     if isinstance(obj, Simulator):
         up(b"Simulator:")
         _canon((obj.name, obj.config, obj.vectorized, obj._fingerprint), h, memo, depth + 1)
         _canon(obj.fn, h, memo, depth + 1)
         _canon(obj.noise, h, memo, depth + 1)
-        return
+        return True
     if isinstance(obj, functools.partial):
         up(b"partial:")
         _canon((obj.func, obj.args, obj.keywords), h, memo, depth + 1)
-        return
+        return True
     if inspect.ismethod(obj):
         up(b"method:")
         _canon(obj.__func__, h, memo, depth + 1)
         _canon(obj.__self__, h, memo, depth + 1)
-        return
+        return True
     if inspect.isfunction(obj):
         code = obj.__code__
         up(f"function:{obj.__qualname__};".encode())
@@ -273,7 +286,14 @@ def _canon(obj, h, memo: dict, depth: int) -> None:
         g = obj.__globals__
         names = sorted(n for n in _code_names(code) if n in g and not n.startswith("__"))
         _canon({n: g[n] for n in names}, h, memo, depth + 1)
-        return
+        return True
+    return False
+
+
+def _canon_object(obj, h, memo: dict, depth: int) -> None:
+    """Distributions and modules (their parameters or state), routines (their name), other objects (their state
+    and their class's ``__call__``)."""
+    up = h.update
     if isinstance(obj, torch.distributions.Distribution) or isinstance(obj, torch.nn.Module):
         up(f"obj:{type(obj).__module__}.{type(obj).__qualname__};".encode())
         if isinstance(obj, torch.nn.Module):

@@ -94,8 +94,10 @@ class GradientAdjustment:
         batched: how to compute the per-term gradients (see above).
     """
 
-    def __init__(self, *, rescale: bool = True, project: bool = True, eps: float = 1e-8, batched: bool = True):
+    def __init__(self, *, rescale: bool = True, project: bool = True, eps: float = 1e-8, batched: bool = True,
+                 top: bool = False):
         self.rescale, self.project, self.eps, self.batched = bool(rescale), bool(project), float(eps), bool(batched)
+        self.top = bool(top)
         self._steps = 0
         self._conflicts = None
         self._scales = None
@@ -141,8 +143,12 @@ class GradientAdjustment:
         if len(values) % 2 != 1:
             raise ValueError(f"the MLMC terms must be h0 followed by (f^l, -f^(l-1)) pairs, got {list(terms)}")
         G = self.per_term_gradients(values, params)
-        g, info = adjust_gradients(G[0], G[1::2], G[2::2], rescale=self.rescale, project=self.project,
-                                   eps=self.eps)
+        if self.top and len(values) > 3:  # the lower corrections join h0: adjust only against the top correction
+            g, info = adjust_gradients(G[:-2].sum(0), G[-2:-1], G[-1:], rescale=self.rescale, project=self.project,
+                                       eps=self.eps)
+        else:
+            g, info = adjust_gradients(G[0], G[1::2], G[2::2], rescale=self.rescale, project=self.project,
+                                       eps=self.eps)
         self._steps += 1
         c, s = info["conflict"].detach().float(), info["scales"].detach()
         self._conflicts = c if self._conflicts is None else self._conflicts + c

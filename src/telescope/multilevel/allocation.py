@@ -220,13 +220,13 @@ def _spread(a: Tensor) -> float:
 def _values(est: Estimator, net, batch: dict[str, Tensor], kind: str, chunk: int) -> Tensor:
     """Per-simulation losses ``(n,)``, gradients ``(n, P)``, or chunk means scaled to per-simulation units."""
     if kind == "grad":
-        return _per_sample_grads(est._loss_terms, net, batch)
+        return _per_sample_grads(est.loss_terms, net, batch)
     with torch.no_grad():
-        if getattr(est, "_loss_terms", None) is not None:
-            return est._loss_terms(net, batch).double()
+        if est.loss_terms is not None:
+            return est.loss_terms(net, batch).double()
         n = next(iter(batch.values())).shape[0]
         k = max(1, min(chunk, n // 2))
-        means = [est._loss(net, {key: v[i:i + k] for key, v in batch.items()}) for i in range(0, n - k + 1, k)]
+        means = [est.loss(net, {key: v[i:i + k] for key, v in batch.items()}) for i in range(0, n - k + 1, k)]
         return torch.stack(means).double() * math.sqrt(k)  # Var(sqrt(k) * mean) = per-sample variance
 
 
@@ -260,13 +260,13 @@ def level_variances(estimator, levels, *, kind: str = "loss", max_samples: int =
     if not isinstance(est, Estimator):
         raise TypeError(f"estimator must be a telescope estimator or Multilevel wrapper, "
                         f"got {type(estimator).__name__}")
-    net = est._trained()
+    net = est.trained_net()
     if kind not in ("loss", "grad"):
         raise ValueError(f"kind must be 'loss' or 'grad', got {kind!r}")
-    per_sample = getattr(est, "_loss_terms", None)
+    per_sample = est.loss_terms
     if kind == "grad" and per_sample is None:
         raise ValueError(f"kind='grad' needs per-simulation losses, which {type(est).__name__} does not provide "
-                         f"(no _loss_terms); use kind='loss'")
+                         f"(no loss_terms); use kind='loss'")
     lv = as_levels(levels, est.dim_theta, warn_order=False)
     g = torch.Generator().manual_seed(int(seed))
     dev = est.device
@@ -274,7 +274,7 @@ def level_variances(estimator, levels, *, kind: str = "loss", max_samples: int =
     net.eval()
 
     def rows(level, key):
-        return est._data(level["theta"].to(dev), level[key].to(dev))
+        return est.training_data(level["theta"].to(dev), level[key].to(dev))
 
     def values(batch: dict[str, Tensor]) -> Tensor:
         return _values(est, net, batch, kind, chunk)

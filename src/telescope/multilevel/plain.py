@@ -55,9 +55,9 @@ def fit_plain(ml, lv, net, kwargs, vf, correlations, per_sample):
         for g in batch[1:]:
             batches.append(pair_members(g))
         if per_sample:
-            fn = lambda b: est._loss_terms(module, b)  # noqa: E731
+            fn = lambda b: est.loss_terms(module, b)  # noqa: E731
         else:
-            fn = lambda b: est._loss(module, b)  # noqa: E731
+            fn = lambda b: est.loss(module, b)  # noqa: E731
         rows = [next(iter(g.values())).shape[0] for g in batch]
         w = weights("train" if module.training else "val", rows)
         return mlmc_terms(fn, batches, w, per_sample=per_sample)

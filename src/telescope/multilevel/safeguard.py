@@ -24,17 +24,17 @@ from torch import Tensor, nn
 from .levels import Level
 from .weights import coefficients, weighted_mean
 
-__all__ = ["per_sample_losses", "pair_losses", "compare"]
+__all__ = ["per_sample_losses", "pair_losses", "level_losses", "compare", "compare_losses"]
 
 
 @torch.no_grad()
 def per_sample_losses(est, net: nn.Module, theta: Tensor, x: Tensor, chunk: int = 8192) -> Tensor:
-    """``(n,)`` per-simulation losses ``est._loss_terms`` of ``net`` (evaluation mode, in chunks)."""
+    """``(n,)`` per-simulation losses ``est.loss_terms`` of ``net`` (evaluation mode, in chunks)."""
     was = net.training
     net.eval()
     try:
         dev = est.device
-        out = [est._loss_terms(net, est._data(t.to(dev), xx.to(dev))).detach().cpu()
+        out = [est.loss_terms(net, est.training_data(t.to(dev), xx.to(dev))).detach().cpu()
                for t, xx in zip(theta.split(chunk), x.split(chunk))]
     finally:
         net.train(was)
@@ -47,12 +47,17 @@ def pair_losses(est, net: nn.Module, levels: Sequence[Level]) -> list[tuple[Tens
             for lv in levels[1:]]
 
 
+def level_losses(est, net: nn.Module, levels: Sequence[Level]) -> list:
+    """Per-simulation losses of ``net`` on every level: ``[f_0 (n_0,), (f_high, f_low) of level 1, ...]``."""
+    return [per_sample_losses(est, net, levels[0]["theta"], levels[0]["x"]), *pair_losses(est, net, levels)]
+
+
 def compare(est, net_a: nn.Module, net_b: nn.Module, levels: Sequence[Level],
             a: Sequence[float] | str = "auto") -> tuple[float, float]:
     """Held-out high-fidelity loss of ``net_a`` minus that of ``net_b``, and its standard error.
 
     Arguments:
-        est: the estimator whose ``_loss_terms`` defines the per-simulation loss.
+        est: the estimator whose ``loss_terms`` defines the per-simulation loss.
         net_a, net_b: two trained networks for ``est``.
         levels: held-out level data (not used for training either network's weights).
         a: control-variate coefficients, or ``"auto"`` (default): estimated from the differences (with fewer
@@ -61,10 +66,13 @@ def compare(est, net_a: nn.Module, net_b: nn.Module, levels: Sequence[Level],
     Returns:
         ``(difference, standard_error)``: negative when ``net_a`` is better.
     """
-    d0 = (per_sample_losses(est, net_a, levels[0]["theta"], levels[0]["x"])
-          - per_sample_losses(est, net_b, levels[0]["theta"], levels[0]["x"]))
-    pa, pb = pair_losses(est, net_a, levels), pair_losses(est, net_b, levels)
-    pairs = [(ha - hb, la - lb) for (ha, la), (hb, lb) in zip(pa, pb)]
+    return compare_losses(level_losses(est, net_a, levels), level_losses(est, net_b, levels), a)
+
+
+def compare_losses(losses_a: Sequence, losses_b: Sequence, a: Sequence[float] | str = "auto") -> tuple[float, float]:
+    """:func:`compare` from per-simulation held-out losses of two networks (as returned by :func:`level_losses`)."""
+    d0 = losses_a[0] - losses_b[0]
+    pairs = [(ha - hb, la - lb) for (ha, la), (hb, lb) in zip(losses_a[1:], losses_b[1:])]
     if isinstance(a, str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -84,6 +84,8 @@ from ..simulation.simulators import seeded
 from ..training import train
 from .adjust import GradientAdjustment
 from .budget import plan_and_fit
+from .coupling import train_coupled
+from .crossfit import crossfit
 from .ensemble import Mixture, stack
 from .levels import Level, as_levels, at_fidelity, cheap, check_coupling, pair_members, pooled, split_level
 from .loss import mlmc_terms
@@ -95,7 +97,7 @@ __all__ = ["Multilevel", "MultilevelNLE", "MultilevelNPE"]
 
 #: keyword arguments of :class:`Multilevel` (the rest go to the wrapped estimator)
 _ML_OPTIONS = ("rescale", "project", "eps", "min_correlation", "pretrain", "weights", "safeguard", "staged",
-                "val_se", "finetune_lr", "ensemble")
+                "val_se", "finetune_lr", "ensemble", "folds")
 
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train).parameters.items()
                    if v.default is not inspect.Parameter.empty}
@@ -128,7 +130,7 @@ class Multilevel:
     gradient adjustment.
 
     Supported estimators: every estimator whose ``_loss(net, batch)`` is a Monte Carlo mean over the
-    batch's simulations.  NLE and NPE also give per-simulation losses (``_loss_terms``), so all terms of
+    batch's simulations.  NLE and NPE also give per-simulation losses (``loss_terms``), so all terms of
     a step come from one forward pass.  Others (NRE, NPSE) are evaluated once per pair member with the
     random state replayed, so contrastive sets, diffusion times and noises are the same for ``x_l`` and
     ``x_{l-1}``; NRE with ``contrastive="bootstrap"`` needs every level's batch to hold more than ``K``
@@ -139,12 +141,19 @@ class Multilevel:
     #: standard errors by which a rival must beat the multilevel network before the safeguard switches to it
     switch_se: float = 1.0
 
+    #: staged fit with more than two levels: Algorithm 1 between the top correction and the rest
+    adjust_top: bool = False
+
+    #: train a member on cheap simulations lifted to the top fidelity (:mod:`telescope.multilevel.coupling`)
+    couple: bool = False
+
     #: train() settings for multilevel fits (over the estimator's own defaults); fit(**kwargs) overrides
     train_defaults: dict[str, Any] = {}
 
     def __init__(self, estimator: Estimator, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
                  min_correlation: float = 0.1, pretrain: bool = True, weights="mlmc", safeguard="fallback",
-                 staged: bool = True, val_se: float = 1.0, finetune_lr: float = 1.0, ensemble: bool = True):
+                 staged: bool = True, val_se: float = 1.0, finetune_lr: float = 1.0, ensemble: bool = True,
+                 folds: int = 1):
         if isinstance(estimator, type):
             raise TypeError(f"estimator must be an estimator instance such as {estimator.__name__}(prior), "
                             f"got the class {estimator.__name__}")
@@ -163,6 +172,9 @@ class Multilevel:
             raise ValueError(f"safeguard must be 'fallback', 'warn' or False, got {safeguard!r}")
         self.pretrain, self.weights, self.safeguard, self.staged = bool(pretrain), weights, safeguard, bool(staged)
         self.val_se, self.finetune_lr, self.ensemble = float(val_se), float(finetune_lr), bool(ensemble)
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+            raise ValueError(f"folds must be an integer >= 1, got {folds!r}")
+        self.folds = folds
         self.allocation: dict | None = None
         self.adjustment: GradientAdjustment | None = None
 
@@ -190,10 +202,10 @@ class Multilevel:
 
     def _groups(self, lv: list[Level]) -> list[dict[str, Tensor]]:
         est = self.estimator
-        groups = [est._data(lv[0]["theta"], lv[0]["x"])]
+        groups = [est.training_data(lv[0]["theta"], lv[0]["x"])]
         for level in lv[1:]:
-            hi = est._data(level["theta"], level["x"])
-            lo = est._data(level["theta"], level["x_low"])
+            hi = est.training_data(level["theta"], level["x"])
+            lo = est.training_data(level["theta"], level["x_low"])
             groups.append({**{f"hi/{k}": v for k, v in hi.items()}, **{f"lo/{k}": v for k, v in lo.items()}})
         return groups
 
@@ -229,13 +241,13 @@ class Multilevel:
         est.x_shape = tuple(x_all.shape[1:])
         seed = est.seed if est.seed is not None else int(torch.randint(2**62, ()).item())
         with seeded(seed):
-            net = est._build(theta_all, x_all).to(est.device)  # ONE standardisation for every level
+            net = est.build_net(theta_all, x_all).to(est.device)  # ONE standardisation for every level
         est.net = net
         kwargs = {"seed": est.seed, "device": est.device, "desc": f"train ML-{type(est).__name__}",
                   **est.train_defaults, **self.train_defaults, **train_kwargs}
         vf = float(kwargs.pop("val_fraction", _TRAIN_DEFAULTS["val_fraction"]))
         L = len(lv) - 1
-        per_sample = callable(getattr(est, "_loss_terms", None))
+        per_sample = callable(est.loss_terms)
         if not self.staged or L == 0:
             return self._fit_plain(lv, net, kwargs, vf, correlations, per_sample)
         gen = torch.Generator().manual_seed(int(seed))
@@ -255,16 +267,13 @@ class Multilevel:
             a, info = coefficients(pair_losses(est, net, tr), [level.n for level in tr], stacklevel=3)
             record["weights_info"] = info
         record["weights"] = a
-        val_fn = (self._val_fn(a) if per_sample and self.val_se
-                  else self._loss_fn(lv_sizes=[level.n for level in va], a=a, per_sample=per_sample))
-        self.adjustment = None
-        if self.rescale or self.project:
-            self.adjustment = GradientAdjustment(rescale=self.rescale, project=self.project, eps=self.eps,
-                                                 batched=per_sample)
-        loss_fn = self._loss_fn(lv_sizes=[level.n for level in tr], a=a, per_sample=per_sample)
-        history = train(net, loss_fn, self._groups(tr), val_data=self._groups(va), val_fraction=vf,
-                        val_loss_fn=val_fn, backward=self.adjustment, val_initial=self.pretrain,
-                        **{**kwargs, "lr": kwargs.get("lr", 1e-3) * self.finetune_lr})
+        if self._crossfits(net, per_sample, lv):
+            history = crossfit(self, net, init, pre, lv, gen, kwargs, vf, a, record)
+            record.update(rescale=self.rescale, project=self.project)
+            history["multilevel"] = record
+            est.history = history
+            return self
+        history = self._finetune(net, tr, va, kwargs, vf, a, per_sample)
         record["adjustment"] = self.adjustment.stats if self.adjustment is not None else None
         if self.safeguard and per_sample:
             mix = self.ensemble and self._mixable(net)
@@ -278,15 +287,42 @@ class Multilevel:
         est.history = history
         return self
 
+    def _finetune(self, net: nn.Module, tr: list[Level], va: list[Level], kwargs: dict, vf: float,
+                  a: Sequence[float], per_sample: bool) -> dict:
+        """Fine-tune ``net`` with the (weighted) multilevel loss and Algorithm 1; returns the training history."""
+        val_fn = (self._val_fn(a) if per_sample and self.val_se
+                  else self._loss_fn(lv_sizes=[level.n for level in va], a=a, per_sample=per_sample))
+        self.adjustment = None
+        if self.rescale or self.project:
+            self.adjustment = GradientAdjustment(rescale=self.rescale, project=self.project, eps=self.eps,
+                                                 batched=per_sample, top=self.adjust_top and self.pretrain)
+        loss_fn = self._loss_fn(lv_sizes=[level.n for level in tr], a=a, per_sample=per_sample)
+        return train(net, loss_fn, self._groups(tr), val_data=self._groups(va), val_fraction=vf,
+                     val_loss_fn=val_fn, backward=self.adjustment, val_initial=self.pretrain,
+                     **{**kwargs, "lr": kwargs.get("lr", 1e-3) * self.finetune_lr})
+
+    def _train_rival(self, net: nn.Module, state: dict, from_pre: bool, top_tr: Level, top_va: Level, kwargs: dict,
+                     vf: float, name: str) -> nn.Module:
+        """A copy of ``net`` from ``state`` trained and stopped on the top level's expensive members alone."""
+        est = self.estimator
+        rival = copy.deepcopy(net)
+        rival.load_state_dict(state)
+        # validated like a single-level fit: on the held-out expensive members (the multilevel estimate of
+        # the held-out loss mixes in cheap simulations that a network trained without them fits badly)
+        train(rival, est.loss, est.training_data(top_tr["theta"], top_tr["x"]),
+              val_data=est.training_data(top_va["theta"], top_va["x"]), val_fraction=vf, val_initial=from_pre,
+              **{**kwargs, "desc": f"safeguard: {name}"})
+        return rival
+
     def _pretrain(self, net: nn.Module, tr: list[Level], va: list[Level], kwargs: dict, vf: float) -> dict:
         """Train ``net`` on every cheap simulation, then (more than two levels) on each intermediate fidelity in
         turn, up the ladder; returns what to record."""
         est, name = self.estimator, type(self.estimator).__name__
-        h = train(net, est._loss, est._data(*cheap(tr)), val_data=est._data(*cheap(va)), val_fraction=vf,
+        h = train(net, est.loss, est.training_data(*cheap(tr)), val_data=est.training_data(*cheap(va)), val_fraction=vf,
                   **{**kwargs, "desc": f"pre-train ML-{name} on level 0"})
         out = {"pretrain": {"epochs": h["epochs"], "best_epoch": h["best_epoch"], "seconds": h["seconds"]}}
         for l in range(1, len(tr) - 1):
-            h = train(net, est._loss, est._data(*at_fidelity(tr, l)), val_data=est._data(*at_fidelity(va, l)),
+            h = train(net, est.loss, est.training_data(*at_fidelity(tr, l)), val_data=est.training_data(*at_fidelity(va, l)),
                       val_fraction=vf, val_initial=True, **{**kwargs, "desc": f"pre-train ML-{name} on fidelity {l}"})
             out[f"pretrain_{l}"] = {"epochs": h["epochs"], "best_epoch": h["best_epoch"]}
         return out
@@ -299,7 +335,7 @@ class Multilevel:
             batches: list[Any] = [batch[0]]
             for g in batch[1:]:
                 batches.append(pair_members(g))
-            fn = (lambda b: est._loss_terms(module, b)) if per_sample else (lambda b: est._loss(module, b))
+            fn = (lambda b: est.loss_terms(module, b)) if per_sample else (lambda b: est.loss(module, b))
             rows = [next(iter(g.values())).shape[0] for g in batch]
             big = max(range(len(lv_sizes)), key=lambda i: lv_sizes[i])
             per_row = max(rows[big], 1) / lv_sizes[big]
@@ -316,11 +352,17 @@ class Multilevel:
         est, c = self.estimator, self.val_se
 
         def val_fn(module: nn.Module, batch: list[dict[str, Tensor]]) -> Tensor:
-            f0 = est._loss_terms(module, batch[0])
-            pairs = [tuple(est._loss_terms(module, m) for m in pair_members(g)) for g in batch[1:]]
+            f0 = est.loss_terms(module, batch[0])
+            pairs = [tuple(est.loss_terms(module, m) for m in pair_members(g)) for g in batch[1:]]
             value, se = weighted_mean(f0, pairs, a)
             return torch.tensor(value + c * se)
         return val_fn
+
+    def _crossfits(self, net: nn.Module, per_sample: bool, lv: list[Level]) -> bool:
+        """Cross-fit (:mod:`telescope.multilevel.crossfit`) when asked and possible: an ensemble of NPE/NLE networks
+        and at least two expensive simulations per fold."""
+        return (self.folds > 1 and bool(self.safeguard) and per_sample and self.ensemble and self._mixable(net)
+                and lv[-1].n >= 2 * self.folds)
 
     def _mixable(self, net: nn.Module) -> bool:
         """A mixture needs per-simulation losses that are negative log densities: NPE and NLE networks."""
@@ -339,7 +381,7 @@ class Multilevel:
         (:func:`telescope.multilevel.ensemble.stack`, with one Dirichlet pseudo-point per member).
         """
         est = self.estimator
-        rivals = {k: v for k, v in rivals.items() if k == "transfer" or clear.get(k)}
+        rivals = {k: v for k, v in rivals.items() if k in ("transfer", "coupled") or clear.get(k)}
         names = ["multilevel", *rivals]
         nets = [net, *rivals.values()]
         if len(nets) == 1:
@@ -364,32 +406,35 @@ class Multilevel:
         than ``switch_se`` standard errors of the difference (with a handful of held-out pairs the comparison is
         noisy, and switching on noise loses more than it saves), and a warning says so.
         """
-        est = self.estimator
         top = tr[-1]
-        data = est._data(top["theta"], top["x"])
         rivals = {"expensive level alone": (init, False)}
         if self.pretrain:
             rivals["transfer"] = (pre, True)
-        out: dict[str, Any] = {"used": "multilevel"}
-        best, best_net, worse, nets = 0.0, None, [], {}
+        comparisons, nets = {}, {}
         for name, (state, from_pre) in rivals.items():
-            rival = copy.deepcopy(net)
-            rival.load_state_dict(state)
-            # validated like a single-level fit: on the held-out expensive members (the multilevel estimate of
-            # the held-out loss mixes in cheap simulations that a network trained without them fits badly)
-            train(rival, est._loss, data, val_data=est._data(va[-1]["theta"], va[-1]["x"]), val_fraction=vf,
-                  val_initial=from_pre, **{**kwargs, "desc": f"safeguard: {name}"})
-            diff, se = compare(est, net, rival, va)
+            nets[name] = self._train_rival(net, state, from_pre, top, va[-1], kwargs, vf, name)
+            comparisons[name] = compare(self.estimator, net, nets[name], va)
+        if self.couple and self.pretrain:
+            nets["coupled"] = train_coupled(self, net, pre, tr, va, kwargs, vf)
+            comparisons["coupled"] = compare(self.estimator, net, nets["coupled"], va)
+        return self._verdict(net, comparisons, nets, top.n, switch), nets
+
+    def _verdict(self, net: nn.Module, comparisons: dict[str, tuple[float, float]], nets: dict[str, nn.Module],
+                 n_top: int, switch: bool) -> dict:
+        """Record the held-out differences ``(multilevel - rival, se)``, warn when a rival is better and (with
+        ``switch`` and ``safeguard="fallback"``) load a clear winner into ``net``."""
+        out: dict[str, Any] = {"used": "multilevel"}
+        best, best_net, worse = 0.0, None, []
+        for name, (diff, se) in comparisons.items():
             out[name] = {"difference": diff, "se": se}
-            nets[name] = rival
             if diff > 0:
                 worse.append(f"'{name}' lower by {diff:.4f} (standard error {se:.4f})")
             if diff > best and diff > self.switch_se * se:  # only a clear win replaces the multilevel network
-                best, best_net, out["used"] = diff, rival, name
+                best, best_net, out["used"] = diff, nets.get(name), name
         # backwards-compatible summary: the comparison with the expensive level alone
         out["difference"], out["se"] = out["expensive level alone"]["difference"], out["expensive level alone"]["se"]
         if worse:
-            msg = (f"the multilevel estimator is not the best on held-out data: networks trained on the {top.n} "
+            msg = (f"the multilevel estimator is not the best on held-out data: networks trained on the {n_top} "
                    f"expensive simulations of the top level have a held-out loss {', '.join(worse)}")
             if not switch:
                 out["used"] = "mixture"
@@ -402,10 +447,10 @@ class Multilevel:
                 out["used"] = "multilevel"
                 msg += (f"; keeping the multilevel network, since no difference exceeds {self.switch_se:g} standard "
                         f"error(s)" if self.safeguard == "fallback" else "")
-            warnings.warn(msg, UserWarning, stacklevel=4)
+            warnings.warn(msg, UserWarning, stacklevel=5)
         elif not switch:
             out["used"] = "mixture"
-        return out, nets
+        return out
 
     def _fit_plain(self, lv, net, kwargs, vf, correlations, per_sample) -> Multilevel:
         """Paper 1's training: eq. (2) from scratch with Algorithm 1, split and stopping by :func:`train`."""

@@ -52,109 +52,14 @@ from ..diffusion import VPSchedule, noise_prediction_loss, sampler_eta
 from ..nn import fit_standardize
 from ..priors import in_support
 from ..samplers.prior_scores import DiffusedPrior, LearnedPriorScore, PriorScoreError, diffused_prior, positive_dims
-from ..samplers.tall import METHODS, PRIOR_KERNELS, TallSampler, auto_settings, clip_eps, ddim_sample, split_check
+from ..samplers.tall import METHODS, PRIOR_KERNELS, TallSampler, clip_eps, ddim_sample
 from ..utils import check_count, progress
+from . import npse_sampling
 from .base import Estimator
+from .npse_net import ScoreNet, TimeEmbedding, _mlp  # noqa: F401 - importable from here as before
+from .npse_sampling import DEFAULT_ETA
 
 __all__ = ["NPSE", "ScoreNet", "TimeEmbedding", "DEFAULT_ETA"]
-
-#: DDIM ``eta`` of :meth:`NPSE.sample` unless given.  With a learned network a nearly deterministic
-#: sampler (small ``eta``) lets a few trajectories run astray, while ``eta = 1`` (DDPM) loses
-#: variance at few steps; 0.8 was the best compromise on Gaussian-linear checks (the paper's
-#: choice for a number of steps is :func:`telescope.samplers.tall.paper_eta`).
-DEFAULT_ETA = 0.8
-
-
-class TimeEmbedding(nn.Module):
-    r"""``t (*,) -> (*, 2F)``: :math:`(\cos(i\pi t), \sin(i\pi t))_{1 \le i \le F}` (Appendix E)."""
-
-    def __init__(self, frequencies: int = 32):
-        super().__init__()
-        self.register_buffer("freqs", torch.arange(1, frequencies + 1, dtype=torch.float32) * math.pi)
-
-    def forward(self, t: Tensor) -> Tensor:
-        a = t.unsqueeze(-1) * self.freqs
-        return torch.cat([a.cos(), a.sin()], -1)
-
-
-def _mlp(n_in: int, n_out: int, hidden: Sequence[int], layer_norm: bool = False) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip([n_in, *hidden[:-1]], hidden):
-        layers += [nn.Linear(a, b)] + ([nn.LayerNorm(b)] if layer_norm else []) + [nn.SiLU()]
-    layers.append(nn.Linear(hidden[-1] if hidden else n_in, n_out))
-    return nn.Sequential(*layers)
-
-
-class ScoreNet(nn.Module):
-    r"""The noise-prediction network :math:`\epsilon_\psi(z_t, x, t)` of Appendix E.
-
-    Holds the standardisation of ``theta`` (after the log transform) and of ``x`` as buffers.
-    ``forward(z, t, x)`` takes ``z (*, d)``, ``t`` (a number or ``(*,)``) and ``x (*, *x_shape)``;
-    :meth:`encode_x` and :meth:`eps_codes` split it so that the ``x`` code is computed once.
-    """
-
-    def __init__(self, dim: int, x_shape: tuple[int, ...], *, theta_loc: Tensor, theta_scale: Tensor,
-                 log_dims: Tensor, x_loc: Tensor, x_scale: Tensor, z_precision: Tensor, z_range: Tensor,
-                 embedding: nn.Module | None = None, hidden: Sequence[int] = (128, 256, 128), embed: int = 64,
-                 embed_hidden: Sequence[int] = (64, 64, 64), frequencies: int = 32):
-        super().__init__()
-        self.dim, self.x_shape = dim, tuple(x_shape)
-        self.register_buffer("theta_loc", theta_loc.float())
-        self.register_buffer("theta_scale", theta_scale.float())
-        self.register_buffer("log_dims", log_dims.bool())
-        self.register_buffer("x_loc", x_loc.float())
-        self.register_buffer("x_scale", x_scale.float())
-        self.register_buffer("z_precision", z_precision.float())
-        self.register_buffer("z_range", z_range.float())  # (2, d): min and max of the training z
-        self.embedding = embedding if embedding is not None else nn.Identity()
-        with torch.no_grad():
-            n_x = int(self.embedding(torch.zeros(2, *self.x_shape)).reshape(2, -1).shape[1])
-        self.theta_net = _mlp(dim, embed, list(embed_hidden))
-        self.x_net = _mlp(n_x, embed, list(embed_hidden))
-        self.time = TimeEmbedding(frequencies)
-        self.null = nn.Parameter(torch.zeros(embed))  # the "no observation" code (learned prior score)
-        hidden = list(hidden)
-        self.in_theta = nn.Linear(embed, hidden[0])
-        self.in_x = nn.Linear(embed, hidden[0], bias=False)
-        self.in_t = nn.Linear(2 * frequencies, hidden[0], bias=False)
-        layers: list[nn.Module] = [nn.LayerNorm(hidden[0]), nn.SiLU()]
-        for a, b in zip(hidden[:-1], hidden[1:]):
-            layers += [nn.Linear(a, b), nn.LayerNorm(b), nn.SiLU()]
-        layers.append(nn.Linear(hidden[-1], dim))
-        self.head = nn.Sequential(*layers)
-
-    # -- the working space ----------------------------------------------------------------------
-    def to_working(self, theta: Tensor) -> Tensor:
-        """``theta (*, d) -> z (*, d)``: log on ``log_dims``, then standardise."""
-        u = torch.where(self.log_dims, torch.log(theta.clamp_min(1e-38)), theta) if bool(self.log_dims.any()) \
-            else theta
-        return (u - self.theta_loc) / self.theta_scale
-
-    def from_working(self, z: Tensor) -> Tensor:
-        """``z (*, d) -> theta (*, d)``, the inverse of :meth:`to_working`."""
-        u = z * self.theta_scale + self.theta_loc
-        return torch.where(self.log_dims, torch.exp(u), u) if bool(self.log_dims.any()) else u
-
-    def clip_range(self, margin: float = 0.25) -> tuple[Tensor, Tensor]:
-        """Bounds ``(lo, hi)`` for denoised estimates: the training range of ``z`` widened by margin x width."""
-        lo, hi = self.z_range[0], self.z_range[1]
-        w = (hi - lo).clamp_min(1e-6)
-        return lo - margin * w, hi + margin * w
-
-    # -- the network ----------------------------------------------------------------------------
-    def encode_x(self, x: Tensor) -> Tensor:
-        """``x (m, *x_shape) -> (m, embed)``."""
-        h = self.embedding((x - self.x_loc) / self.x_scale)
-        return self.x_net(h.reshape(h.shape[0], -1))
-
-    def eps_codes(self, z: Tensor, t, hx: Tensor) -> Tensor:
-        """Noise prediction from ``z (*, d)``, ``t`` (number or ``(*,)``) and an ``x`` code ``(*, embed)``."""
-        t = torch.as_tensor(t, dtype=z.dtype, device=z.device)
-        a = self.in_theta(self.theta_net(z)) + self.in_x(hx) + self.in_t(self.time(t))
-        return self.head(a)
-
-    def forward(self, z: Tensor, t, x: Tensor) -> Tensor:
-        return self.eps_codes(z, t, self.encode_x(x))
 
 
 class NPSE(Estimator):
@@ -385,8 +290,10 @@ class NPSE(Estimator):
         seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
-    def _fill(self, draw: Callable[[int], Tensor], n: int, m: int, max_time: float, what: str) -> Tensor:
-        """Draw ``(k, m, d)`` batches of parameters until ``n`` per column lie in the prior support."""
+    def _fill(self, draw: Callable[[int], Tensor], n: int, m: int, max_time: float, what: str,
+              stacklevel: int = 3) -> Tensor:
+        """Draw ``(k, m, d)`` batches of parameters until ``n`` per column lie in the prior support (a low acceptance
+        rate warns, at ``stacklevel``: the caller of the sampling method)."""
         out = torch.empty(n, m, self.dim_theta)
         count = torch.zeros(m, dtype=torch.long)
         drawn = accepted = 0
@@ -415,7 +322,7 @@ class NPSE(Estimator):
         self.sample_info["acceptance_rate"] = accepted / drawn
         if accepted / drawn < 0.01:
             warnings.warn(f"NPSE acceptance rate inside the prior support is low ({accepted / drawn:.2%})",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=stacklevel)
         return out
 
     def _check_steps(self, steps, default: int) -> int:
@@ -517,7 +424,7 @@ class NPSE(Estimator):
             ``(n, d)`` samples; details of the run (pilot time, fallbacks, acceptance rate) are in
             ``self.sample_info``.
         """
-        net = self._trained()
+        self._trained()  # the not-trained error first
         n = check_count("n", n)
         if method is not None and method not in METHODS + ("auto",):
             raise ValueError(f"method must be one of {list(METHODS) + ['auto']} (tall-data samplers), got {method!r}")
@@ -532,40 +439,12 @@ class NPSE(Estimator):
         if xs.shape[0] == 1:
             return self.sample_batched(xs, n, steps=steps, sampler=sampler, eta=eta, spacing=spacing or "uniform",
                                        clip=clip, seed=seed, max_time=max_time, progress_bar=progress_bar)[:, 0]
-        prior = self.prior_score()
-        chose_auto = method == "auto"
-        if chose_auto:
-            auto = auto_settings(prior, xs.shape[0])
-            method = auto.pop("method")
-            given = {"steps": steps, "spacing": spacing, "prior_kernel": prior_kernel, "corrector_steps": corrector_steps,
-                     "refine_steps": refine_steps, "refine_t_min": refine_t_min, "stop_t": stop_t,
-                     "pilot_samples": pilot_samples, "stop_cov": stop_cov, "stop_kernel": stop_kernel}
-            (steps, spacing, prior_kernel, corrector_steps, refine_steps, refine_t_min, stop_t, pilot_samples,
-             stop_cov, stop_kernel) = (given[k] if given[k] is not None else auto.get(k) for k in given)
-        method = method or "gauss"
-        spacing = spacing or "uniform"
-        pilot_samples = 256 if pilot_samples is None else pilot_samples
-        gen = self._generator(seed)
-        steps = check_count("steps", steps) if steps is not None else None
-        if method != "fnpse":
-            eta = sampler_eta(sampler, eta if eta is not None or sampler != "ddim" else DEFAULT_ETA)
-        ts = TallSampler(self._eps_set(xs), xs.shape[0], prior, method=method, schedule=self.schedule, steps=steps,
-                         eta=eta, spacing=spacing, pilot_samples=check_count("pilot_samples", pilot_samples, 2),
-                         pilot_steps=check_count("pilot_steps", pilot_steps), langevin_steps=langevin_steps, tau=tau,
-                         prior_term=prior_term, clip=net.clip_range() if clip else None, generator=gen,
-                         device=self.device, progress_bar=progress_bar, prior_kernel=prior_kernel or "gaussian",
-                         corrector_steps=corrector_steps or 0, refine_steps=refine_steps or 0, refine_step=refine_step,
-                         stop_t=stop_t or 0.0, stop_cov=stop_cov or "batch", stop_kernel=stop_kernel or "gaussian",
-                         **({"refine_t_min": refine_t_min} if refine_t_min is not None else {}))
-        self.sample_info = ts.info
-        if chose_auto:
-            self.sample_info["auto"] = True
-
-        def draw(k: int) -> Tensor:
-            return net.from_working(ts.sample(k)).unsqueeze(1)
-
-        with torch.no_grad():
-            return self._fill(draw, n, 1, max_time, f"tall sampling ({method})")[:, 0]
+        return npse_sampling.sample_tall(
+            self, xs, n, method=method, steps=steps, sampler=sampler, eta=eta, spacing=spacing, clip=clip, seed=seed,
+            pilot_samples=pilot_samples, pilot_steps=pilot_steps, langevin_steps=langevin_steps, tau=tau,
+            prior_term=prior_term, prior_kernel=prior_kernel, corrector_steps=corrector_steps,
+            refine_steps=refine_steps, refine_step=refine_step, refine_t_min=refine_t_min, stop_t=stop_t,
+            stop_cov=stop_cov, stop_kernel=stop_kernel, max_time=max_time, progress_bar=progress_bar)
 
     def tall_check(self, x, n: int = 1000, *, method: str = "auto", seed: int | None = 0, sd_tol: float = 1.15,
                    mean_tol: float = 0.3, warn: bool = True, **sample_kwargs) -> dict:
@@ -587,22 +466,5 @@ class NPSE(Estimator):
             ``{"sd_ratio_min", "sd_ratio_max", "mean_shift", "ok", "samples"}``; ``samples`` are the
             ``(n, d)`` samples of the whole set.
         """
-        net = self._trained()
-        xs = self._check_x(torch.as_tensor(x, dtype=torch.float32), "x")
-        if xs.shape[0] < 4:
-            raise ValueError(f"tall_check needs at least 4 observations, got x of shape {tuple(xs.shape)}")
-        kw = dict(sample_kwargs, method=method)
-        full = self.sample(xs, n, seed=seed, **kw)
-        a = self.sample(xs[0::2], n, seed=None if seed is None else seed + 1, **kw)
-        b = self.sample(xs[1::2], n, seed=None if seed is None else seed + 2, **kw)
-        out = split_check(net.to_working(full), net.to_working(a), net.to_working(b),
-                          None if self.learns_prior else self.prior_score(), sd_tol=sd_tol, mean_tol=mean_tol)
-        if warn and not out["ok"]:
-            warnings.warn(
-                f"NPSE tall_check: the tall posterior of {xs.shape[0]} observations does not fit those of its two "
-                f"halves (standard deviations {out['sd_ratio_min']:.2f}-{out['sd_ratio_max']:.2f} times the predicted "
-                f"ones, mean {out['mean_shift']:.2f} sd from the predicted one); the tall samples are likely off. "
-                f"Try more simulations, another method, or check with fewer observations", RuntimeWarning,
-                stacklevel=2)
-        out["samples"] = full
-        return out
+        return npse_sampling.tall_check(self, x, n, method=method, seed=seed, sd_tol=sd_tol, mean_tol=mean_tol,
+                                        warn=warn, **sample_kwargs)

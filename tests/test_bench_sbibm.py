@@ -16,14 +16,14 @@ def test_bench_scores_sir_on_sbibms_data_and_records_it(tmp_path, monkeypatch):
     monkeypatch.setattr(bench.runner, "_reference", lambda task, i, n_obs, n: seen.append(ref(task, i, n_obs, n)) or seen[-1])
     spec = bench.make_spec(methods=["npe"], tasks=["sir", "two_moons"], budgets=[200], metrics=["swd"], samples=100,
                            max_epochs=2)
-    assert spec["observation_sets"] == {"sir": "sbibm"}  # two_moons has no sbibm files
+    assert spec["observation_sets"] == {"sir": "sbibm", "two_moons": "sbibm"}  # both ship sbibm's files
     recs = bench.run(spec, tmp_path / "r.jsonl", quiet=True)
     by_task = {r["cell"]["task"]: r for r in recs}
     assert by_task["sir"]["observation_set"] == "sbibm" and by_task["sir"]["reference_source"] == "sbibm"
-    assert by_task["two_moons"]["observation_set"] == "telescope"
+    assert by_task["two_moons"]["observation_set"] == "sbibm" and by_task["two_moons"]["reference_source"] == "sbibm"
     assert torch.equal(seen[0], tasks.get("sir").reference_samples(1, 100))  # sbibm's stored reference
     header = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
-    assert header["spec"]["observation_sets"] == {"sir": "sbibm"}
+    assert header["spec"]["observation_sets"] == {"sir": "sbibm", "two_moons": "sbibm"}
     # the library's own draws: no observation_sets in the spec, so the header differs and the file is refused
     own = bench.make_spec(methods=["npe"], tasks=["sir", "two_moons"], budgets=[200], metrics=["swd"], samples=100,
                           max_epochs=2, observation_set="telescope")
@@ -31,6 +31,7 @@ def test_bench_scores_sir_on_sbibms_data_and_records_it(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="observation_sets"):
         bench.run(own, tmp_path / "r.jsonl", quiet=True)
     assert bench._get_task("sir", own).observation_set == "telescope"
+    assert bench._get_task("two_moons", own).observation_set == "telescope"
     with pytest.raises(ValueError, match="observation_set must be 'sbibm' or 'telescope', got 'paper'"):
         bench.make_spec(methods=["npe"], tasks=["sir"], budgets=[200], observation_set="paper")
 

@@ -95,17 +95,17 @@ def test_likelihood_accepts_one_or_paired_observations(name):
 
 
 def test_reference_samples_are_cached(tmp_path):
-    task = tasks.get("gaussian_mixture")
+    task = tasks.get("gaussian_mixture", observations="telescope")
     s1 = task.reference_samples(3, 500)
     assert (tmp_path / "cache" / "references" / "gaussian_mixture" / "obs3_n500.pt").exists()
     assert torch.equal(s1, task.reference_samples(3, 500))
-    assert torch.equal(s1, tasks.get("gaussian_mixture").reference_samples(3, 500, cache=False))
+    assert torch.equal(s1, tasks.get("gaussian_mixture", observations="telescope").reference_samples(3, 500, cache=False))
     assert s1.shape == (500, 2) and s1.dtype == torch.float32
 
 
 # -- gaussian_linear -------------------------------------------------------------------------
 def test_gaussian_linear_analytic_posterior_matches_conjugate_formula():
-    task = tasks.get("gaussian_linear")
+    task = tasks.get("gaussian_linear", observations="telescope")
     x = task.observation(2).double()
     mean, cov = task.posterior_params(x)
     # brute force: condition the joint Gaussian of (theta, x) on x
@@ -120,7 +120,7 @@ def test_gaussian_linear_analytic_posterior_matches_conjugate_formula():
 
 
 def test_gaussian_linear_likelihood_is_the_gaussian_density():
-    task = tasks.get("gaussian_linear")
+    task = tasks.get("gaussian_linear", observations="telescope")
     theta, x = task.prior.sample((50,)), task.observation(1)
     ref = torch.distributions.MultivariateNormal(theta, 0.1 * torch.eye(10)).log_prob(x)
     assert torch.allclose(task.log_likelihood(theta, x), ref, atol=1e-4)
@@ -128,7 +128,7 @@ def test_gaussian_linear_likelihood_is_the_gaussian_density():
 
 # -- gaussian_linear_uniform -----------------------------------------------------------------
 def test_gaussian_linear_uniform_reference_is_the_truncated_gaussian():
-    task = tasks.get("gaussian_linear_uniform")
+    task = tasks.get("gaussian_linear_uniform", observations="telescope")
     x = task.observation(1).double().numpy()
     assert (np.abs(x) > 1).any()  # some coordinates outside the box: truncation matters
     s = task.reference_samples(1, 20_000).double().numpy()
@@ -149,7 +149,7 @@ def _moon_centre(theta):
 
 @pytest.mark.parametrize("theta", [[0.3, -0.5], [-0.8, 0.6]])
 def test_two_moons_likelihood_integrates_to_one_and_matches_simulations(theta):
-    task = tasks.get("two_moons")
+    task = tasks.get("two_moons", observations="telescope")
     theta = torch.tensor(theta)
     centre = _moon_centre(theta)
     xs, area = _grid2d(centre, 0.16, 1201)
@@ -169,7 +169,7 @@ def test_two_moons_likelihood_integrates_to_one_and_matches_simulations(theta):
 
 
 def test_two_moons_reference_matches_importance_weighted_prior():
-    task = tasks.get("two_moons")
+    task = tasks.get("two_moons", observations="telescope")
     ref = task.reference_samples(1, 10_000).double()
     assert (ref.abs() <= 1).all()
     g = torch.Generator().manual_seed(0)
@@ -191,7 +191,7 @@ def test_two_moons_reference_matches_importance_weighted_prior():
 
 # -- gaussian_mixture ------------------------------------------------------------------------
 def test_gaussian_mixture_likelihood_integrates_to_one():
-    task = tasks.get("gaussian_mixture")
+    task = tasks.get("gaussian_mixture", observations="telescope")
     theta = torch.tensor([1.0, -2.0])
     xs, area = _grid2d(theta.double(), 7.0, 701)
     p = _density_on(task, theta, xs)
@@ -202,7 +202,7 @@ def test_gaussian_mixture_likelihood_integrates_to_one():
 
 
 def test_gaussian_mixture_reference_matches_closed_form():
-    task = tasks.get("gaussian_mixture")
+    task = tasks.get("gaussian_mixture", observations="telescope")
     x = task.observation(8).double()
     assert ((x.abs() - 10).abs() > 3.8).all()  # far from the box edges: truncation negligible
     s = task.reference_samples(8, 20_000).double()
@@ -215,7 +215,7 @@ def test_gaussian_mixture_reference_matches_closed_form():
 
 # -- slcp ------------------------------------------------------------------------------------
 def test_slcp_likelihood_and_simulator_are_the_stated_gaussian():
-    task = tasks.get("slcp")
+    task = tasks.get("slcp", observations="telescope")
     theta = torch.tensor([[0.5, -1.0, 1.2, -0.7, 0.8], [-2.0, 2.5, -0.4, 2.0, -1.5]])
     x = task.observation(3)
     for th in theta:
@@ -234,7 +234,7 @@ def test_slcp_likelihood_and_simulator_are_the_stated_gaussian():
 
 
 def test_slcp_reference_small_covers_all_four_modes():
-    task = tasks.get("slcp", chains=200, warmup=40, thin=1, n_proposals=20_000)
+    task = tasks.get("slcp", observations="telescope", chains=200, warmup=40, thin=1, n_proposals=20_000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # short run: R-hat may exceed 1.05
         s = task.reference_samples(1, 1000, cache=False)
@@ -247,7 +247,7 @@ def test_slcp_reference_small_covers_all_four_modes():
 
 @pytest.mark.slow
 def test_slcp_reference_converges_on_observation_1():
-    task = tasks.get("slcp")
+    task = tasks.get("slcp", observations="telescope")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         s = task.reference_samples(1, 10_000, cache=False)

@@ -3,16 +3,18 @@
 The SBI benchmark (Lueckmann et al., 2021, arXiv:2101.04653; the ``sbibm`` package, MIT licence)
 publishes, for each task, ten observations, the parameters that generated them and 10,000 reference
 posterior samples per observation.  Comparisons with the numbers of papers that use the benchmark
-are like for like only on these files, so the tasks ``sir``, ``bernoulli_glm`` and
-``bernoulli_glm_raw`` read them (``observations="sbibm"``, the default) from
-``telescope/tasks/data/sbibm/`` (copied unchanged from the sbibm 1.1.0 wheel; see the README there).
-``sbibm`` itself is not needed.
+are like for like only on these files, so the ten tasks of the benchmark that this library has
+(``two_moons``, ``gaussian_linear``, ``gaussian_linear_uniform``, ``gaussian_mixture``, ``slcp``,
+``slcp_distractors``, ``lotka_volterra``, ``sir``, ``bernoulli_glm`` and ``bernoulli_glm_raw``) read them
+(``observations="sbibm"``, the default) from ``telescope/tasks/data/sbibm/`` (copied unchanged from the
+sbibm 1.1.0 wheel; see the README there).  ``sbibm`` itself is not needed.
 
 :class:`SBIBMObservations` is the mixin that gives a task the choice:
 
 * ``observations="sbibm"``: :meth:`observation` and :meth:`true_parameters` read sbibm's files;
   :meth:`reference_samples` returns sbibm's reference samples (``reference="sbibm"``, the default) or
-  this library's own exact-likelihood MCMC on sbibm's observation (``reference="mcmc"``);
+  this library's own reference on sbibm's observation (``reference="mcmc"``: its exact-likelihood MCMC, or
+  its analytic or rejection sampler where the task has one);
 * ``observations="telescope"``: the library's own draws (fixed seeds) and its own MCMC references, as before.
 
 The choice is recorded in :attr:`observation_set` / :attr:`reference_source` (and by ``telescope bench``).
@@ -35,7 +37,7 @@ OBSERVATION_SETS = ("sbibm", "telescope")
 
 
 def data_dir(task: str) -> Path:
-    """The folder of sbibm's files for ``task`` (``"sir"`` or ``"bernoulli_glm"``)."""
+    """The folder of sbibm's files for ``task`` (sbibm's task name; ``slcp_distractors`` reads ``"slcp"``)."""
     path = Path(__file__).parent / "data" / "sbibm" / task
     if not path.is_dir():
         raise FileNotFoundError(f"sbibm data for task {task!r} not found at {path}; the package data is incomplete")
@@ -97,7 +99,8 @@ class SBIBMObservations:
         """``n`` reference posterior samples ``(n, dim_theta)`` for observation ``i``.
 
         With ``reference="sbibm"``: the first ``n`` of sbibm's 10,000 stored samples (``n <= 10,000``);
-        otherwise this library's MCMC against the exact likelihood (cached on disk)."""
+        otherwise this library's own reference (MCMC against the exact likelihood, or exact where the task has
+        an analytic or rejection sampler; cached on disk)."""
         if self.reference_source != "sbibm":
             return super().reference_samples(i, n, cache=cache)
         i = self._check_index(i)

@@ -12,7 +12,14 @@ with ``D = 10`` and ``sigma_0^2 = sigma^2 = 0.1``.  The posterior is Gaussian,
     \\Sigma_n = (\\Sigma_0^{-1} + \\Sigma^{-1})^{-1},
 
 so reference samples are exact (``reference_kind = "analytic"``).  The simulator is a
-generator ``x = theta + sigma * u`` with ``u ~ N(0, I)``.
+generator ``x = theta + sigma * u`` with ``u ~ N(0, I)``.  sbibm calls the two variances "scales" but
+uses them as covariances (``precision_matrix = inv(0.1 I)``), so its task is this one with the defaults.
+
+**Observations** (``observations="sbibm"``, the default): the benchmark's ten stored observations, their
+true parameters and its 10,000 reference posterior samples each, read from the package data
+(:mod:`telescope.tasks._sbibm`; copied from the sbibm 1.1.0 wheel, MIT licence), so that comparisons with
+published numbers are like for like; ``reference="mcmc"`` gives this library's own reference on them
+instead.  ``observations="telescope"`` gives this library's own draws (fixed seeds) with its own references.
 """
 
 from __future__ import annotations
@@ -25,19 +32,25 @@ from torch import Tensor
 from ..priors import Gaussian
 from ..simulation.simulators import Simulator
 from . import register
+from ._sbibm import SBIBMObservations
 from .base import Task
 
 __all__ = ["GaussianLinear"]
 
 
 @register("gaussian_linear")
-class GaussianLinear(Task):
+class GaussianLinear(SBIBMObservations, Task):
     """Gaussian prior, Gaussian likelihood centred on ``theta``; analytic posterior.
 
     Arguments:
         dim: dimension ``D`` of ``theta`` and ``x``.
         prior_var: prior variance ``sigma_0^2`` (isotropic).
         noise_var: likelihood variance ``sigma^2`` (isotropic).
+        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters), ``"telescope"``
+            (this library's own draws) or ``None`` (the default: ``"sbibm"`` in the benchmark's configuration
+            ``dim=10`` with variances 0.1, for which sbibm's files are made, else ``"telescope"``).
+        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
+            observations) or ``"mcmc"`` (this library's own exact reference; the default otherwise).
 
     Example:
         >>> task = GaussianLinear()
@@ -46,14 +59,23 @@ class GaussianLinear(Task):
     """
 
     reference_kind = "analytic"
+    sbibm_name = "gaussian_linear"
+    _SBIBM_CONFIG = "dim=10, prior_var=0.1, noise_var=0.1"
 
-    def __init__(self, dim: int = 10, prior_var: float = 0.1, noise_var: float = 0.1):
+    def __init__(self, dim: int = 10, prior_var: float = 0.1, noise_var: float = 0.1,
+                 observations: str | None = None, reference: str | None = None):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
         if not prior_var > 0 or not noise_var > 0:
             raise ValueError(f"prior_var and noise_var must be > 0, got {prior_var!r} and {noise_var!r}")
         self.dim_theta = self.dim_x = dim
         self.prior_var, self.noise_var = float(prior_var), float(noise_var)
+        if observations is None:
+            observations = "sbibm" if (dim, self.prior_var, self.noise_var) == (10, 0.1, 0.1) else "telescope"
+        elif observations == "sbibm" and not (dim, self.prior_var, self.noise_var) == (10, 0.1, 0.1):
+            raise ValueError(f"observations='sbibm' needs the benchmark's configuration ({self._SBIBM_CONFIG}); "
+                             f"sbibm's files are not observations of this one")
+        self._init_observations(observations, reference)
         self.prior = Gaussian(torch.zeros(dim), torch.full((dim,), self.prior_var))
         self.simulator = Simulator(self._generate, noise=self._noise, name="gaussian_linear",
                                    config={"dim": dim, "noise_var": self.noise_var})
@@ -90,5 +112,5 @@ class GaussianLinear(Task):
 
     def cache_key(self) -> str:
         if (self.dim_x, self.prior_var, self.noise_var) == (10, 0.1, 0.1):
-            return self.name
+            return super().cache_key()
         return f"{self.name}_d{self.dim_x}_p{self.prior_var:g}_n{self.noise_var:g}"

@@ -8,6 +8,12 @@ The task of the SBI benchmark (Lueckmann et al., 2021, "gaussian_linear_uniform"
 with ``D = 10`` and ``sigma^2 = 0.1``.  The posterior is ``N(x, sigma^2 I)`` truncated to the
 box; it factorises over coordinates, so exact reference samples come from rejection
 sampling each coordinate of ``N(x_j, sigma^2)`` on ``[-1, 1]`` (``reference_kind = "rejection"``).
+
+**Observations** (``observations="sbibm"``, the default): the benchmark's ten stored observations, their
+true parameters and its 10,000 reference posterior samples each, read from the package data
+(:mod:`telescope.tasks._sbibm`; copied from the sbibm 1.1.0 wheel, MIT licence), so that comparisons with
+published numbers are like for like; ``reference="mcmc"`` gives this library's own reference on them
+instead.  ``observations="telescope"`` gives this library's own draws (fixed seeds) with its own references.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch import Tensor
 from ..priors import BoxUniform
 from ..simulation.simulators import Simulator
 from . import register
+from ._sbibm import SBIBMObservations
 from .base import Task
 
 __all__ = ["GaussianLinearUniform", "truncated_normal_rejection"]
@@ -56,23 +63,37 @@ def truncated_normal_rejection(mean: Tensor, std: float, low: Tensor, high: Tens
 
 
 @register("gaussian_linear_uniform")
-class GaussianLinearUniform(Task):
+class GaussianLinearUniform(SBIBMObservations, Task):
     """Uniform prior on ``[-1, 1]^D``, Gaussian likelihood; exact rejection reference.
 
     Arguments:
         dim: dimension ``D`` of ``theta`` and ``x``.
         noise_var: likelihood variance ``sigma^2``.
+        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters), ``"telescope"``
+            (this library's own draws) or ``None`` (the default: ``"sbibm"`` in the benchmark's configuration
+            ``dim=10`` with noise variance 0.1, for which sbibm's files are made, else ``"telescope"``).
+        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
+            observations) or ``"mcmc"`` (this library's own exact reference; the default otherwise).
     """
 
     reference_kind = "rejection"
+    sbibm_name = "gaussian_linear_uniform"
+    _SBIBM_CONFIG = "dim=10, noise_var=0.1"
 
-    def __init__(self, dim: int = 10, noise_var: float = 0.1):
+    def __init__(self, dim: int = 10, noise_var: float = 0.1, observations: str | None = None,
+                 reference: str | None = None):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
         if not noise_var > 0:
             raise ValueError(f"noise_var must be > 0, got {noise_var!r}")
         self.dim_theta = self.dim_x = dim
         self.noise_var = float(noise_var)
+        if observations is None:
+            observations = "sbibm" if (dim, self.noise_var) == (10, 0.1) else "telescope"
+        elif observations == "sbibm" and not (dim, self.noise_var) == (10, 0.1):
+            raise ValueError(f"observations='sbibm' needs the benchmark's configuration ({self._SBIBM_CONFIG}); "
+                             f"sbibm's files are not observations of this one")
+        self._init_observations(observations, reference)
         self.prior = BoxUniform(-torch.ones(dim), torch.ones(dim))
         self.simulator = Simulator(self._generate, noise=self._noise, name="gaussian_linear_uniform",
                                    config={"dim": dim, "noise_var": self.noise_var})
@@ -96,5 +117,5 @@ class GaussianLinearUniform(Task):
 
     def cache_key(self) -> str:
         if (self.dim_x, self.noise_var) == (10, 0.1):
-            return self.name
+            return super().cache_key()
         return f"{self.name}_d{self.dim_x}_n{self.noise_var:g}"

@@ -32,8 +32,13 @@ observation and cached.
 0.1 over 20 time units and subsampled every 21st point (``t_k = 2.1 k``, ten points, prey block then
 predator block), log-normal noise of scale 0.1 around ``log`` of the solution clipped to
 ``[1e-10, 1e4]`` — the upper clip was missing here and is now applied, in the simulator and the
-likelihood alike.  Observations here are this library's own draws (``observation_seed``), not the
-benchmark's stored files.
+likelihood alike.
+
+**Observations** (``observations="sbibm"``, the default): the benchmark's ten stored observations, their
+true parameters and its 10,000 reference posterior samples each, read from the package data
+(:mod:`telescope.tasks._sbibm`; copied from the sbibm 1.1.0 wheel, MIT licence), so that comparisons with
+published numbers are like for like; ``reference="mcmc"`` gives this library's own reference on them
+instead.  ``observations="telescope"`` gives this library's own draws (fixed seeds) with its own references.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from ..priors import LogNormal
 from ..simulation.simulators import Simulator
 from . import register
 from ._benchmark import ODEReferenceTask, rk4
+from ._sbibm import SBIBMObservations
 
 __all__ = ["LotkaVolterra", "lv_solution"]
 
@@ -70,7 +76,7 @@ def lv_solution(theta: Tensor, times=TIMES, dt: float = 0.01, initial=INITIAL) -
 
 
 @register("lotka_volterra")
-class LotkaVolterra(ODEReferenceTask):
+class LotkaVolterra(SBIBMObservations, ODEReferenceTask):
     """Lotka–Volterra with log-normal priors and log-normal noise; ``x`` is 10 prey then 10 predator counts.
 
     Arguments:
@@ -78,13 +84,20 @@ class LotkaVolterra(ODEReferenceTask):
         chains, warmup, thin, kernel: settings of the reference MCMC.
         n_proposals: prior draws resampled (SIR) into the initial chains.
         strict: a reference failing its convergence checks raises (else warns).
+        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters; the default) or
+            ``"telescope"`` (this library's own draws).
+        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
+            observations) or ``"mcmc"`` (this library's own reference; the default otherwise).
     """
 
     dim_theta = 4
     dim_x = 2 * len(TIMES)
+    sbibm_name = "lotka_volterra"
 
     def __init__(self, dt: float = 0.01, chains: int = 1000, warmup: int = 300, thin: int = 30,
-                 n_proposals: int = 20_000, strict: bool = True, kernel: str = "rwm"):
+                 n_proposals: int = 20_000, strict: bool = True, kernel: str = "rwm",
+                 observations: str = "sbibm", reference: str | None = None):
+        self._init_observations(observations, reference)
         if not dt > 0:
             raise ValueError(f"dt must be > 0, got {dt!r}")
         self.dt = float(dt)

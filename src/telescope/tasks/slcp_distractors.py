@@ -22,8 +22,19 @@ are flipped to a positive diagonal.  A distractor vector is ``d = mu_k + L_k u /
 equal weights, one mixture draw per simulation concatenated after the 8 SLCP numbers and permuted.
 An earlier version of this file (written from memory) used 46 independent bivariate draws with a
 tiny isotropic scale; that was wrong and is fixed.  The benchmark's text (and paper 2's appendix)
-loosely calls the distractors "noise"; the code is the definition.  The constants here are this
-library's own draws (the benchmark stores its own), so observations are not the benchmark's files.
+loosely calls the distractors "noise"; the code is the definition.
+
+**Observations** (``observations="sbibm"``, the default): the benchmark's ten stored observations
+(``slcp/files/num_observation_<i>/observation_distractors.csv``: SLCP's stored observation, one draw of
+the benchmark's mixture, permuted), true parameters and reference samples (SLCP's: the distractors do
+not depend on ``theta``), read from the package data (:mod:`telescope.tasks._sbibm`; sbibm 1.1.0, MIT
+licence).  The mixture's constants and the permutation are then the benchmark's own: its
+``_generate_noise_dist_parameters`` draws them from numpy's legacy generator seeded with 42 (``15 *
+normal(92)`` for each of the 20 locations, then ``tril(normal(92, 92)) + diag(exp(normal(92)))`` for each
+scale factor, times 3, then ``permutation(100)``), and :func:`sbibm_constants` repeats those draws (the
+tests check the permutation against the benchmark's stored ``permutation_idx.torch`` and that the stored
+observations hold SLCP's at the permuted places), so the stored observations are draws of this
+simulator.  ``observations="telescope"`` keeps this library's own constants (seed ``20210113``) and draws.
 
 **Likelihood.**  ``log p(x | theta) = log p_SLCP(x_inf | theta) + log q(d)`` with ``q`` the
 Student-t mixture: the distractors add a constant in ``theta``.
@@ -41,20 +52,40 @@ from torch import Tensor
 
 from ..simulation.simulators import Simulator
 from . import register
+from ._sbibm import SBIBMObservations
 from .base import Task
 from .slcp import SLCP
 
-__all__ = ["SLCPDistractors"]
+__all__ = ["SLCPDistractors", "sbibm_constants"]
 
 _INFORMATIVE, _NOISE_DIM, _COMPONENTS, _DF = 8, 92, 20, 2.0
 _SEED = 20210113
 
 
+def sbibm_constants() -> tuple[Tensor, Tensor, Tensor]:
+    """The benchmark's mixture locations ``(20, 92)``, scale factors ``(20, 92, 92)`` (float64) and permutation ``(100,)``.
+
+    The draws of sbibm's ``SLCP._generate_noise_dist_parameters`` (numpy's legacy ``RandomState(42)``), in
+    its order; the scale factors as drawn (a diagonal entry may be negative)."""
+    import numpy as np
+
+    rng = np.random.RandomState(42)
+    loc = np.array([15 * rng.normal(size=_NOISE_DIM) for _ in range(_COMPONENTS)])
+    chol = np.array([np.tril(rng.normal(size=(_NOISE_DIM, _NOISE_DIM))) + np.diag(np.exp(rng.normal(size=_NOISE_DIM)))
+                     for _ in range(_COMPONENTS)])
+    perm = rng.permutation(_NOISE_DIM + _INFORMATIVE)
+    return torch.from_numpy(loc), torch.from_numpy(3 * chol), torch.from_numpy(perm).long()
+
+
 @register("slcp_distractors")
-class SLCPDistractors(Task):
+class SLCPDistractors(SBIBMObservations, Task):
     """SLCP (5-d ``theta``) with 92 distractors: 100-d ``x``.
 
     Arguments:
+        observations: ``"sbibm"`` (the benchmark's stored observations, true parameters and mixture
+            constants; the default) or ``"telescope"`` (this library's own constants and draws).
+        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
+            observations) or ``"mcmc"`` (this library's own SLCP reference; the default otherwise).
         **slcp_kwargs: settings of the SLCP reference MCMC (``chains``, ``warmup``, ``thin``,
             ``n_proposals``).
 
@@ -67,23 +98,31 @@ class SLCPDistractors(Task):
     reference_kind = "mcmc"
     dim_theta = 5
     dim_x = _INFORMATIVE + _NOISE_DIM
+    sbibm_name = "slcp"
+    sbibm_observation_file = "observation_distractors.csv"
 
-    def __init__(self, **slcp_kwargs):
-        self.slcp = SLCP(**slcp_kwargs)
+    def __init__(self, observations: str = "sbibm", reference: str | None = None, **slcp_kwargs):
+        self._init_observations(observations, reference)
+        self.slcp = SLCP(observations="telescope", **slcp_kwargs)
         self.prior = self.slcp.prior
-        g = torch.Generator().manual_seed(_SEED)
-        p, k = _NOISE_DIM, _COMPONENTS
-        self.locs = 15.0 * torch.randn(k, p, generator=g, dtype=torch.float64)
-        tril = torch.tril(torch.randn(k, p, p, generator=g, dtype=torch.float64))
-        diag = torch.exp(torch.randn(k, p, generator=g, dtype=torch.float64))
-        L = 3.0 * (tril + torch.diag_embed(diag))
+        if self.observation_set == "sbibm":
+            self.locs, L, self.permutation = sbibm_constants()
+            constants = "sbibm"
+        else:
+            g = torch.Generator().manual_seed(_SEED)
+            p, k = _NOISE_DIM, _COMPONENTS
+            self.locs = 15.0 * torch.randn(k, p, generator=g, dtype=torch.float64)
+            tril = torch.tril(torch.randn(k, p, p, generator=g, dtype=torch.float64))
+            diag = torch.exp(torch.randn(k, p, generator=g, dtype=torch.float64))
+            L = 3.0 * (tril + torch.diag_embed(diag))
+            self.permutation = torch.randperm(self.dim_x, generator=g)
+            constants = _SEED
         sign = torch.sign(torch.diagonal(L, dim1=-2, dim2=-1))
         self.scale_tril = L * torch.where(sign == 0, torch.ones_like(sign), sign).unsqueeze(-2)  # columns flipped
-        self.permutation = torch.randperm(self.dim_x, generator=g)
         self.informative = torch.argsort(self.permutation)[:_INFORMATIVE]  # where the 8 SLCP numbers land
         self.distractors = torch.argsort(self.permutation)[_INFORMATIVE:]
         self.simulator = Simulator(self._generate, noise=self._noise, name="slcp_distractors",
-                                   config={"seed": _SEED, "noise_dim": _NOISE_DIM, "components": _COMPONENTS,
+                                   config={"seed": constants, "noise_dim": _NOISE_DIM, "components": _COMPONENTS,
                                            "df": _DF})
         self.diagnostics = self.slcp.diagnostics
 

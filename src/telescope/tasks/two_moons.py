@@ -19,6 +19,12 @@ land in the left half-plane and are accounted for as well.
 setting ``q = x - p`` and picking one of the two preimages of ``q`` (when ``q_0 <= 0``) with
 probability 1/2 gives ``theta`` with density proportional to the likelihood; rejecting draws
 outside the prior box makes the samples exact posterior samples.
+
+**Observations** (``observations="sbibm"``, the default): the benchmark's ten stored observations, their
+true parameters and its 10,000 reference posterior samples each, read from the package data
+(:mod:`telescope.tasks._sbibm`; copied from the sbibm 1.1.0 wheel, MIT licence), so that comparisons with
+published numbers are like for like; ``reference="mcmc"`` gives this library's own reference on them
+instead.  ``observations="telescope"`` gives this library's own draws (fixed seeds) with its own references.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from torch import Tensor
 from ..priors import BoxUniform
 from ..simulation.simulators import Simulator
 from . import register
+from ._sbibm import SBIBMObservations
 from .base import Task
 
 __all__ = ["TwoMoons"]
@@ -46,14 +53,23 @@ def _mean_map(theta: Tensor) -> Tensor:
 
 
 @register("two_moons")
-class TwoMoons(Task):
-    """Uniform prior on ``[-1, 1]^2``; crescent-shaped noise rotated by a two-to-one map of ``theta``."""
+class TwoMoons(SBIBMObservations, Task):
+    """Uniform prior on ``[-1, 1]^2``; crescent-shaped noise rotated by a two-to-one map of ``theta``.
+
+    Arguments:
+        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters; the default) or
+            ``"telescope"`` (this library's own draws).
+        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
+            observations) or ``"mcmc"`` (this library's own reference; the default otherwise).
+    """
 
     reference_kind = "rejection"
     dim_theta = 2
     dim_x = 2
+    sbibm_name = "two_moons"
 
-    def __init__(self):
+    def __init__(self, observations: str = "sbibm", reference: str | None = None):
+        self._init_observations(observations, reference)
         self.prior = BoxUniform(-torch.ones(2), torch.ones(2))
         self.simulator = Simulator(self._generate, noise=self._noise, name="two_moons", config={})
 

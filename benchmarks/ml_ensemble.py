@@ -26,7 +26,8 @@ from telescope.multilevel import Multilevel
 from telescope.multilevel.ensemble import Mixture, stack
 from telescope.multilevel.safeguard import per_sample_losses
 
-VARIANTS = ["stacked", "multilevel", "transfer", "expensive level alone", "equal_ml_tl", "equal_all", "stack_ml_tl"]
+VARIANTS = ["stacked", "multilevel", "transfer", "coupled", "expensive level alone", "equal_ml_tl", "equal_all",
+            "stack_ml_tl"]
 
 
 def score(case: Case, ml: Multilevel) -> dict:
@@ -36,7 +37,10 @@ def score(case: Case, ml: Multilevel) -> dict:
         return {"stacked": case.metric(ml)}
     names = ml.history["multilevel"]["ensemble"]["members"]
     w = ml.history["multilevel"]["ensemble"]["weights"]
-    nets = dict(zip([n for n, wi in zip(names, w) if wi > 0], mix.members))
+    k = ml.history["multilevel"]["ensemble"].get("folds", 1)  # cross-fitted: k networks per member, in order
+    kept = [n for n, wi in zip(names, w) if wi > 0]
+    nets = {n: (Mixture(mix.members[i * k:(i + 1) * k], [1.0] * k) if k > 1 else mix.members[i])
+            for i, n in enumerate(kept)}
     out = {"stacked": case.metric(ml), "weights": w}
     for name in names:
         if name in nets:
@@ -47,12 +51,13 @@ def score(case: Case, ml: Multilevel) -> dict:
         out["equal_ml_tl"] = case.metric(ml)
         est.net = Mixture([nets[n] for n in names], [1.0] * len(names))
         out["equal_all"] = case.metric(ml)
-        top = ml._held_out[-1]
-        pair = [nets["multilevel"], nets["transfer"]]
-        lp = torch.stack([-per_sample_losses(est, m, top["theta"], top["x"]) for m in pair], 1)
-        w2 = stack(lp)
-        est.net = Mixture(pair, w2)
-        out["stack_ml_tl"], out["weights_ml_tl"] = case.metric(ml), w2.tolist()
+        if k == 1:  # stacked on the held-out split (cross-fitted fits have no single one)
+            top = ml._held_out[-1]
+            pair = [nets["multilevel"], nets["transfer"]]
+            lp = torch.stack([-per_sample_losses(est, m, top["theta"], top["x"]) for m in pair], 1)
+            w2 = stack(lp)
+            est.net = Mixture(pair, w2)
+            out["stack_ml_tl"], out["weights_ml_tl"] = case.metric(ml), w2.tolist()
     est.net = mix
     return out
 

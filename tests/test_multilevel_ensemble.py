@@ -90,7 +90,10 @@ def test_default_fit_ends_in_a_stacked_mixture_that_saves_and_loads(tmp_path):
     theta = torch.linspace(-1.9, 1.9, 7)[:, None]
     # the mixture's density is the weighted sum of its members' densities
     members = [m.log_prob(theta, x[None]) for m in ml.net.members]
-    want = torch.logsumexp(torch.stack(members, -1) + torch.tensor(rec["weights"]).log(), -1)
+    assert len(members) == 5 * sum(w > 0 for w in rec["weights"])  # every fold's networks (folds=5)
+    per_net = [w / 5 for w in rec["weights"] if w > 0 for _ in range(5)]
+    assert ml.net.weights == pytest.approx(per_net, rel=1e-5)
+    want = torch.logsumexp(torch.stack(members, -1) + torch.tensor(per_net).log(), -1)
     assert torch.allclose(ml.log_prob(theta, x), want, atol=1e-4)
     assert ml.sample(x, 50, seed=1).shape == (50, 1)
     ml.save(tmp_path / "ml")

@@ -109,6 +109,7 @@ def plan_and_fit(ml, ladder: FidelityLadder, budget: float, *, seed: int = 0, st
     probe.estimator = copy.deepcopy(est)  # untrained: the same architecture and settings
     probe.safeguard = "warn"  # trains the expensive-level-alone network too and compares them out of sample
     probe.ensemble = False  # the variances below are those of the multilevel network itself
+    probe.couple = False  # (and the mixture's other members are not needed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probe.fit(pilot_levels, progress_bar=False, **train_kwargs)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .coupling import train_coupled
 from .ensemble import Mixture, stack
 from .levels import Level
 from .safeguard import compare_losses, level_losses
@@ -67,7 +68,8 @@ def crossfit(ml: Multilevel, net: nn.Module, init: dict, pre: dict, levels: list
     kinds = {"expensive level alone": (init, False)}
     if ml.pretrain:
         kinds["transfer"] = (pre, True)
-    nets: dict[str, list[nn.Module]] = {"multilevel": [], **{k: [] for k in kinds}}
+    couple = ml.couple and ml.pretrain
+    nets: dict[str, list[nn.Module]] = {"multilevel": [], **{k: [] for k in kinds}, **({"coupled": []} if couple else {})}
     held: dict[str, list] = {k: [] for k in nets}
     histories = []
     for tr, va in fold_splits(levels, K, generator):
@@ -77,14 +79,16 @@ def crossfit(ml: Multilevel, net: nn.Module, init: dict, pre: dict, levels: list
         fold = {"multilevel": m}
         for name, (state, from_pre) in kinds.items():
             fold[name] = ml._train_rival(net, state, from_pre, tr[-1], va[-1], kwargs, vf, name)
+        if couple:
+            fold["coupled"] = train_coupled(ml, net, pre, tr, va, kwargs, vf)
         for name, member in fold.items():
             nets[name].append(member)
             held[name].append(level_losses(est, member, va))
     oof = {name: _cat(v) for name, v in held.items()}
-    comparisons = {name: compare_losses(oof["multilevel"], oof[name]) for name in kinds}
+    comparisons = {name: compare_losses(oof["multilevel"], oof[name]) for name in nets if name != "multilevel"}
     record["safeguard"] = ml._verdict(net, comparisons, {}, levels[-1].n, switch=False)
     clear = {k: v["difference"] > ml.switch_se * v["se"] for k, v in record["safeguard"].items() if isinstance(v, dict)}
-    names = ["multilevel", *(k for k in kinds if k == "transfer" or clear.get(k))]
+    names = ["multilevel", *(k for k in nets if k in ("transfer", "coupled") or clear.get(k))]
     top: list[Tensor] = [-oof[name][-1][0] for name in names]  # out-of-fold log q of the top level's expensive members
     w = stack(torch.stack(top, dim=1))
     members = [member for name in names for member in nets[name]]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from .levels import Level
 from .weights import coefficients, weighted_mean
 
-__all__ = ["per_sample_losses", "pair_losses", "level_losses", "compare", "compare_losses"]
+__all__ = ["per_sample_losses", "pair_losses", "level_losses", "compare", "compare_losses", "verdict"]
 
 
 @torch.no_grad()
@@ -78,3 +79,37 @@ def compare_losses(losses_a: Sequence, losses_b: Sequence, a: Sequence[float] | 
             warnings.simplefilter("ignore")
             a, _ = coefficients(pairs, [d0.numel()] + [p[0].numel() for p in pairs], min_pairs=5)
     return weighted_mean(d0, pairs, a)
+
+
+def verdict(net: nn.Module, comparisons: dict[str, tuple[float, float]], nets: dict[str, nn.Module], n_top: int, *,
+            switch: bool, switch_se: float, fallback: bool) -> dict:
+    """Record the held-out differences ``(multilevel - rival, se)``, warn when a rival is better and (with
+    ``switch`` and ``safeguard="fallback"``) load a clear winner into ``net``."""
+    out: dict[str, Any] = {"used": "multilevel"}
+    best, best_net, worse = 0.0, None, []
+    for name, (diff, se) in comparisons.items():
+        out[name] = {"difference": diff, "se": se}
+        if diff > 0:
+            worse.append(f"'{name}' lower by {diff:.4f} (standard error {se:.4f})")
+        if diff > best and diff > switch_se * se:  # only a clear win replaces the multilevel network
+            best, best_net, out["used"] = diff, nets.get(name), name
+    # backwards-compatible summary: the comparison with the expensive level alone
+    out["difference"], out["se"] = out["expensive level alone"]["difference"], out["expensive level alone"]["se"]
+    if worse:
+        msg = (f"the multilevel estimator is not the best on held-out data: networks trained on the {n_top} "
+               f"expensive simulations of the top level have a held-out loss {', '.join(worse)}")
+        if not switch:
+            out["used"] = "mixture"
+            msg += ("; the estimator is a mixture of the networks with weights fitted on held-out expensive "
+                    "simulations (ensemble=False keeps one network)")
+        elif best_net is not None and fallback:
+            net.load_state_dict(best_net.state_dict())
+            msg += f"; using the '{out['used']}' network instead (safeguard='warn' keeps the multilevel one)"
+        else:
+            out["used"] = "multilevel"
+            msg += (f"; keeping the multilevel network, since no difference exceeds {switch_se:g} standard "
+                    f"error(s)" if fallback else "")
+        warnings.warn(msg, UserWarning, stacklevel=6)
+    elif not switch:
+        out["used"] = "mixture"
+    return out

@@ -31,7 +31,14 @@ validation estimate on a handful of held-out pairs is so noisy that early stoppi
    differently, and the mixture's held-out loss is below the weighted mean of theirs; where the cheap
    level misleads, the weights move to the networks trained on expensive simulations, so cheap
    simulations do not make the estimator worse.  With ``ensemble=False`` the safeguard instead switches
-   to a rival that wins by more than ``switch_se`` standard errors (``safeguard="fallback"``).
+   to a rival that wins by more than ``switch_se`` standard errors (``safeguard="fallback"``);
+7. a member trained on **lifted simulations** (``couple=True``): conditional flows learned on each level's
+   pairs carry every cheaper simulation up to the top fidelity (:mod:`telescope.multilevel.coupling`);
+8. **cross-fitting** (``folds=5``): steps 3, 5 and 7 run once per fold of every level, so every expensive
+   simulation trains four fifths of the networks and judges the rest; the comparisons and mixture weights
+   use all of them out of fold, and the mixture holds every fold's networks
+   (:mod:`telescope.multilevel.crossfit`; one split as above when a level has fewer than
+   ``2 * folds`` pairs).
 
 ``staged=False`` is paper 1's procedure exactly (eq. 2 from scratch, the split and early stopping of
 :func:`telescope.train.train`).  :class:`MultilevelNLE` and :class:`MultilevelNPE` are the paper's
@@ -66,8 +73,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,15 +94,16 @@ from .crossfit import crossfit
 from .ensemble import Mixture, stack
 from .levels import Level, as_levels, at_fidelity, cheap, check_coupling, pair_members, pooled, split_level
 from .loss import mlmc_terms
+from .persist import load_multilevel, save_multilevel
 from .plain import fit_plain
-from .safeguard import compare, pair_losses, per_sample_losses
+from .safeguard import compare, pair_losses, per_sample_losses, verdict
 from .weights import coefficients, weighted_mean
 
 __all__ = ["Multilevel", "MultilevelNLE", "MultilevelNPE"]
 
 #: keyword arguments of :class:`Multilevel` (the rest go to the wrapped estimator)
 _ML_OPTIONS = ("rescale", "project", "eps", "min_correlation", "pretrain", "weights", "safeguard", "staged",
-                "val_se", "finetune_lr", "ensemble", "folds")
+                "val_se", "finetune_lr", "ensemble", "folds", "couple")
 
 _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train).parameters.items()
                    if v.default is not inspect.Parameter.empty}
@@ -123,6 +129,8 @@ class Multilevel:
         finetune_lr: factor on the learning rate of the fine-tuning stage.
         ensemble: with the safeguard's networks trained (NPE, NLE), end with their stacked mixture
             (:mod:`telescope.multilevel.ensemble`) instead of one network.
+        folds: cross-fit the fine-tuning and the mixture's members over this many folds (1: one split).
+        couple: add the member trained on cheap simulations lifted to the top fidelity.
 
     After :meth:`fit`, attributes and methods of the estimator (``sample``, ``log_prob``, ``net``,
     ``history``, ...) are reached through the wrapper; ``history["multilevel"]`` records the level
@@ -144,8 +152,6 @@ class Multilevel:
     #: staged fit with more than two levels: Algorithm 1 between the top correction and the rest
     adjust_top: bool = False
 
-    #: train a member on cheap simulations lifted to the top fidelity (:mod:`telescope.multilevel.coupling`)
-    couple: bool = False
 
     #: train() settings for multilevel fits (over the estimator's own defaults); fit(**kwargs) overrides
     train_defaults: dict[str, Any] = {}
@@ -153,7 +159,7 @@ class Multilevel:
     def __init__(self, estimator: Estimator, *, rescale: bool = True, project: bool = True, eps: float = 1e-8,
                  min_correlation: float = 0.1, pretrain: bool = True, weights="mlmc", safeguard="fallback",
                  staged: bool = True, val_se: float = 1.0, finetune_lr: float = 1.0, ensemble: bool = True,
-                 folds: int = 1):
+                 folds: int = 5, couple: bool = True):
         if isinstance(estimator, type):
             raise TypeError(f"estimator must be an estimator instance such as {estimator.__name__}(prior), "
                             f"got the class {estimator.__name__}")
@@ -174,7 +180,7 @@ class Multilevel:
         self.val_se, self.finetune_lr, self.ensemble = float(val_se), float(finetune_lr), bool(ensemble)
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
             raise ValueError(f"folds must be an integer >= 1, got {folds!r}")
-        self.folds = folds
+        self.folds, self.couple = folds, bool(couple)
         self.allocation: dict | None = None
         self.adjustment: GradientAdjustment | None = None
 
@@ -360,9 +366,9 @@ class Multilevel:
 
     def _crossfits(self, net: nn.Module, per_sample: bool, lv: list[Level]) -> bool:
         """Cross-fit (:mod:`telescope.multilevel.crossfit`) when asked and possible: an ensemble of NPE/NLE networks
-        and at least two expensive simulations per fold."""
+        and at least two simulations (pairs) of every level per fold."""
         return (self.folds > 1 and bool(self.safeguard) and per_sample and self.ensemble and self._mixable(net)
-                and lv[-1].n >= 2 * self.folds)
+                and min(level.n for level in lv) >= 2 * self.folds)
 
     def _mixable(self, net: nn.Module) -> bool:
         """A mixture needs per-simulation losses that are negative log densities: NPE and NLE networks."""
@@ -421,36 +427,9 @@ class Multilevel:
 
     def _verdict(self, net: nn.Module, comparisons: dict[str, tuple[float, float]], nets: dict[str, nn.Module],
                  n_top: int, switch: bool) -> dict:
-        """Record the held-out differences ``(multilevel - rival, se)``, warn when a rival is better and (with
-        ``switch`` and ``safeguard="fallback"``) load a clear winner into ``net``."""
-        out: dict[str, Any] = {"used": "multilevel"}
-        best, best_net, worse = 0.0, None, []
-        for name, (diff, se) in comparisons.items():
-            out[name] = {"difference": diff, "se": se}
-            if diff > 0:
-                worse.append(f"'{name}' lower by {diff:.4f} (standard error {se:.4f})")
-            if diff > best and diff > self.switch_se * se:  # only a clear win replaces the multilevel network
-                best, best_net, out["used"] = diff, nets.get(name), name
-        # backwards-compatible summary: the comparison with the expensive level alone
-        out["difference"], out["se"] = out["expensive level alone"]["difference"], out["expensive level alone"]["se"]
-        if worse:
-            msg = (f"the multilevel estimator is not the best on held-out data: networks trained on the {n_top} "
-                   f"expensive simulations of the top level have a held-out loss {', '.join(worse)}")
-            if not switch:
-                out["used"] = "mixture"
-                msg += ("; the estimator is a mixture of the networks with weights fitted on held-out expensive "
-                        "simulations (ensemble=False keeps one network)")
-            elif best_net is not None and self.safeguard == "fallback":
-                net.load_state_dict(best_net.state_dict())
-                msg += f"; using the '{out['used']}' network instead (safeguard='warn' keeps the multilevel one)"
-            else:
-                out["used"] = "multilevel"
-                msg += (f"; keeping the multilevel network, since no difference exceeds {self.switch_se:g} standard "
-                        f"error(s)" if self.safeguard == "fallback" else "")
-            warnings.warn(msg, UserWarning, stacklevel=5)
-        elif not switch:
-            out["used"] = "mixture"
-        return out
+        """:func:`telescope.multilevel.safeguard.verdict` with this estimator's settings."""
+        return verdict(net, comparisons, nets, n_top, switch=switch, switch_se=self.switch_se,
+                       fallback=self.safeguard == "fallback")
 
     def _fit_plain(self, lv, net, kwargs, vf, correlations, per_sample) -> Multilevel:
         """Paper 1's training: eq. (2) from scratch with Algorithm 1, split and stopping by :func:`train`."""
@@ -458,46 +437,22 @@ class Multilevel:
 
     # -- save / load ------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Save the trained estimator (:meth:`Estimator.save`) plus the multilevel settings in ``config.json``."""
-        est, mix = self.estimator, self.estimator.net
-        members = list(mix.members) if isinstance(mix, Mixture) else []
-        try:  # a mixture: its first member in path, the others in path/member_<k>
-            for k, member in enumerate(members[1:], start=1):
-                est.net = member
-                est.save(Path(path) / f"member_{k}")
-            if members:
-                est.net = members[0]
-            path = est.save(path)
-        finally:
-            est.net = mix
-        cfg = json.loads((path / "config.json").read_text())
-        opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.options().items()}
-        cfg["multilevel"] = {**opts, "n": (est.history.get("multilevel") or {}).get("n"),
-                             "allocation": self.allocation,
-                             "mixture_weights": mix.weights if isinstance(mix, Mixture) else None}
-        (path / "config.json").write_text(json.dumps(cfg, indent=2))
-        return path
+        """Save the trained estimator (:meth:`Estimator.save`) plus the multilevel settings in ``config.json``;
+        a mixture's members other than the first go in ``path/member_<k>``."""
+        return save_multilevel(self, path)
 
     @classmethod
     def load(cls, path, prior, **kwargs) -> Multilevel:
         """Load a multilevel estimator saved with :meth:`save` (the wrapped estimator's class is read from disk)."""
-        est = Estimator.load(path, prior, **kwargs)
-        cfg = json.loads((Path(path) / "config.json").read_text()).get("multilevel", {})
-        ml = Multilevel(est, **{k: cfg[k] for k in _ML_OPTIONS if k in cfg})
-        ml.allocation = cfg.get("allocation")
-        w = cfg.get("mixture_weights")
-        if w:
-            members = [est.net] + [Estimator.load(Path(path) / f"member_{k}", prior, **kwargs).net
-                                   for k in range(1, len(w))]
-            est.net = Mixture(members, w).to(est.device).eval()
-        return ml
+        return load_multilevel(Multilevel, _ML_OPTIONS, path, prior, **kwargs)
 
 
 class MultilevelNLE(Multilevel):
     """ML-NLE (paper 1): :class:`telescope.NLE` trained with the MLMC loss and gradient adjustment.
 
     Keyword arguments of :class:`Multilevel` (``rescale``, ``project``, ``eps``, ``min_correlation``,
-    ``pretrain``, ``weights``, ``safeguard``, ``staged``, ``val_se``, ``finetune_lr``); the others go to
+    ``pretrain``, ``weights``, ``safeguard``, ``staged``, ``val_se``, ``finetune_lr``, ``ensemble``, ``folds``,
+    ``couple``); the others go to
     :class:`telescope.NLE` (``flow``, ``transforms``, ``hidden``, ``bins``, ``device``, ``seed``).
 
     Example:

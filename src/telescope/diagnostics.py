@@ -1,4 +1,4 @@
-r"""Diagnostics that make ratio estimators trustworthy (paper 2, Section 2.2 and Appendix D).
+r"""Diagnostics that make ratio estimators trustworthy (Section 2.2 and Appendix D of Miller et al., 2022).
 
 They need only the prior, the simulator and the estimator — never the true posterior — and work
 with any object that has a ``prior`` and ``log_ratio(theta, x, grid=False)`` returning
@@ -26,6 +26,10 @@ with any object that has a ``prior`` and ``log_ratio(theta, x, grid=False)`` ret
 
 Each has a plot: :func:`plot_log_normalizer`, :func:`plot_mutual_information`, :func:`plot_roc`,
 :func:`plot_coverage`.  Figures are built without ``pyplot`` and saved when ``path`` is given.
+
+References:
+    Miller, Weniger & Forré (2022), "Contrastive neural ratio estimation", NeurIPS 2022, arXiv:2210.06170
+    (equation, figure and appendix numbers above are this paper's).
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
 """Neural likelihood estimation (NLE).
 
 A conditional flow ``q_phi(x | theta)`` is trained on simulations by minimising
-``-1/n sum_i log q_phi(x_i | theta_i)`` (Papamakarios et al., 2019; paper 1, Section 2.1).
+``-1/n sum_i log q_phi(x_i | theta_i)`` (Papamakarios et al., 2019; Section 2.1 of Hikida et al., 2025).
 The posterior is then sampled by MCMC on ``log p(theta) + sum_j log q_phi(x_j | theta)``, which
 also gives tall-data posteriors for a set of iid observations ``x_1..x_k`` (shape ``(k, d_x)``).
 
 MCMC is vectorised over chains (:mod:`telescope.samplers.mcmc`): chains start from
 sampling-importance-resampling of prior draws — so every mode of a multimodal posterior gets
 chains in proportion to its mass — and run coordinate-wise slice sampling in parallel.
+
+References:
+    Papamakarios, Sterratt & Murray (2019), "Sequential neural likelihood: fast likelihood-free inference with
+    autoregressive flows", AISTATS 2019, arXiv:1805.07226.
+    Hikida, Bharti, Jeffrey & Briol (2025), "Multilevel neural simulation-based inference", arXiv:2506.06087.
 """
 
 from __future__ import annotations
@@ -33,20 +38,18 @@ class NLE(Estimator):
     Arguments:
         prior: torch Distribution with event shape ``(d,)``.
         flow, transforms, hidden, bins: flow architecture (``"nsf"`` default, or ``"maf"``).  Five spline
-            transforms by default: on the hardest two_moons observations (5, 7, 10; 10^4 simulations) they
-            reached C2ST 0.544 against 0.612 with three (0.570 with three and patience 40, at the same
-            training time) and 0.646 with MAF.
+            transforms by default: on the hardest two_moons observations they beat three transforms (also
+            with a longer patience at the same training time) and MAF.
         device, seed: as for every estimator.
 
     Training keeps an exponential moving average of the weights (``ema=0.99``, its window capped at 5
     epochs of steps, ``ema_max_epochs=5``, which only matters on small data sets) and validates and
-    returns the averaged network, with early stopping after 10 epochs without improvement: on the
-    same three observations C2ST 0.524 against 0.544 without the average (143 against 127 epochs).
-    Pass ``ema=None, patience=20`` to ``fit`` for the plain loop.  When training time matters more than
-    the last bit of accuracy, ``fit(theta, x, schedule="cosine", max_epochs=50, patience=50)`` and
-    ``sample(x_o, n, warmup=10)`` train in 50 epochs instead of ~140 and sample faster: on two_moons (10
-    observations) C2ST 0.547 against 0.540 with the defaults, at 0.45x their total time
-    (``benchmarks/peer_sbi.py --methods nle --variant ...``; the README has the command).
+    returns the averaged network, with early stopping after 10 epochs without improvement (better than
+    without the average, for a few more epochs).  Pass ``ema=None, patience=20`` to ``fit`` for the plain
+    loop.  When training time matters more than the last bit of accuracy,
+    ``fit(theta, x, schedule="cosine", max_epochs=50, patience=50)`` and ``sample(x_o, n, warmup=10)``
+    train in 50 epochs instead of ~140 and sample faster, for a slightly worse C2ST.  The measurements
+    behind these defaults are in ``benchmarks/README_defaults.md``.
 
     ``sample`` runs many short chains (500 chains, 20 warm-up sweeps after SIR initialisation, no
     thinning): each sweep evaluates the flow on all chains at once, so chains are nearly free while

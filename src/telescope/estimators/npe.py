@@ -2,12 +2,17 @@
 
 A conditional flow ``q_phi(theta | x)`` is trained on simulations ``(theta_i, x_i) ~ p(theta) p(x | theta)``
 by maximum likelihood, i.e. minimising the Monte Carlo loss ``-1/n sum_i log q_phi(theta_i | x_i)``
-(Papamakarios & Murray, 2016; the single-level loss of paper 1, Section 2.1).  With enough data
+(Papamakarios & Murray, 2016; the single-level loss of Section 2.1 of Hikida et al., 2025).  With enough data
 and capacity ``q_phi(theta | x)`` approaches the posterior ``p(theta | x)``.
 
 Sampling respects the prior support: draws outside it are rejected (the flow may leak mass
 outside a bounded prior), the acceptance rate is recorded in ``acceptance_rate``, and sampling
 gives up with a clear error after ``max_time`` seconds instead of hanging.
+
+References:
+    Papamakarios & Murray (2016), "Fast epsilon-free inference of simulation models with Bayesian conditional
+    density estimation", NeurIPS 2016, arXiv:1605.06376.
+    Hikida, Bharti, Jeffrey & Briol (2025), "Multilevel neural simulation-based inference", arXiv:2506.06087.
 """
 
 from __future__ import annotations
@@ -28,8 +33,7 @@ from .flows import ConditionalFlow, check_flow_args
 __all__ = ["NPE"]
 
 _ROUND = 2**14  # flow draws per rejection round (all observations together): inverting a spline flow takes
-# tens of KB per draw, so larger rounds cost GBs and run no faster (SLCP at 10^3, 10^4 samples at a 1.7%
-# acceptance rate: 1.7 GB peak and 32 s with 2^14 draws per round, 7.4 GB and 102 s with one 663k-draw round)
+# tens of KB per draw, so larger rounds cost GBs and run no faster (measured: benchmarks/README_defaults.md)
 
 
 class NPE(Estimator):
@@ -39,11 +43,10 @@ class NPE(Estimator):
         prior: torch Distribution with event shape ``(d,)``.
         flow: ``"nsf"`` (neural spline flow, default) or ``"maf"``.
         transforms, hidden, bins: flow architecture.  Three spline transforms by default: on two_moons and
-            gaussian_linear at 10^4 simulations they reached a better validation log-likelihood than five
-            (-3.464 vs -3.434 and -0.636 vs -0.618) at 70% of the time per epoch.  For accuracy over speed,
-            use ``NPE(prior, transforms=5).fit(theta, x, ema=0.99, patience=10)`` (a moving average of the
-            weights): C2ST on gaussian_linear 0.550 against 0.555 and on two_moons (observations 1, 2, 3, 5,
-            7) 0.556 against 0.569, at about twice the training time.
+            gaussian_linear at 10^4 simulations, a better validation loss than five in less time per epoch.
+            For accuracy over speed, use ``NPE(prior, transforms=5).fit(theta, x, ema=0.99, patience=10)``
+            (a moving average of the weights): a slightly better C2ST at about twice the training time.  The
+            measurements are in ``benchmarks/README_defaults.md``.
         embedding: optional ``nn.Module`` mapping standardised ``x (n, *event)`` to ``(n, k)``.
         device: where to train and sample.
         seed: seeds initialisation, data split and shuffling.

@@ -34,8 +34,9 @@ observations (:meth:`NPSE.sample_batched`).  For a *set* of observations
 (:mod:`telescope.samplers.prior_scores`) or, for priors without one, a prior score learned by
 the same network with ``x`` dropped at rate ``p_uncond`` (classifier-free, footnote 2).
 
-Reference: Linhart, Cardoso, Gramfort, Le Corff, Rodrigues (2024). Diffusion posterior sampling
-for simulation-based inference in tall data settings.
+References:
+    Linhart, Cardoso, Gramfort, Le Corff & Rodrigues (2024), "Diffusion posterior sampling for simulation-based
+    inference in tall data settings", arXiv:2404.07593 (equation and appendix numbers above are this paper's).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ r"""Neural ratio estimation: NRE-C, with NRE-A and NRE-B as corner cases.
 
 A classifier :math:`h_w(\theta, x)` is trained to approximate the log likelihood-to-evidence ratio
 :math:`\log r(x \mid \theta) = \log p(x \mid \theta) - \log p(x) = \log p(\theta \mid x) - \log p(\theta)`
-(Miller, Weniger & Forré, 2022, "Contrastive neural ratio estimation", paper 2).
+(Miller, Weniger & Forré, 2022; equation and section numbers below are that paper's).
 
 NRE-C poses a (K + 1)-way classification: given ``x`` and ``K`` candidate parameters
 :math:`\Theta = (\theta_1, \dots, \theta_K)` drawn from the prior, was ``x`` drawn independently of
@@ -42,6 +42,13 @@ Contrastive parameters (Section 3 of the paper's training regimes):
 Posterior sampling targets :math:`p(\theta) \exp \sum_j h_w(\theta, x_j)` for one observation or an
 iid set ``x_1..x_k`` (tall data): exact rejection from the prior when its acceptance rate is high
 enough, slice-sampling MCMC otherwise (:mod:`telescope.samplers.mcmc`).
+
+References:
+    Miller, Weniger & Forré (2022), "Contrastive neural ratio estimation", NeurIPS 2022, arXiv:2210.06170.
+    Hermans, Begy & Louppe (2020), "Likelihood-free MCMC with amortized approximate ratio estimators",
+    ICML 2020, arXiv:1903.04057.
+    Durkan, Murray & Papamakarios (2020), "On contrastive learning for likelihood-free inference", ICML 2020,
+    arXiv:2002.03712.
 """
 
 from __future__ import annotations
@@ -77,24 +84,21 @@ class NRE(Estimator):
             (fresh prior draws every step).
         width, blocks, batch_norm, dropout: the residual classifier (the paper's Small NN is width 50 with
             2 blocks, its Large NN width 128 with 3 blocks, both with batch norm).  Batch norm is off by
-            default: its statistics mix each joint pair with its K contrastive pairs, and in our runs
-            (benchmarks/nre_c.py, two_moons at 10^4) networks without it reached a better C2ST, faster.
+            default: its statistics mix each joint pair with its K contrastive pairs, and networks without it
+            reached a better C2ST, faster (``benchmarks/README_defaults.md``).
         embedding: optional ``nn.Module`` for ``x`` (applied after standardisation).
         device, seed: as for every estimator.
 
     The defaults (``K=9``, width 50, 2 blocks, no batch norm; ``batch_size=256, lr=1e-3, patience=10``,
     ``ema=0.99``: validation and the returned network use a moving average of the weights, whose window is
     capped at 5 epochs of steps, ``ema_max_epochs=5``) were chosen with ``benchmarks/nre_c.py`` for
-    accuracy per CPU second.  The moving average took two_moons at 10^4
-    (observations 1-5) from C2ST 0.633 to 0.577 at 1.5x the training time (178 against 102 epochs), and
-    gaussian_mixture (observations 1-3) from 0.718 to 0.608 (175 against 58 epochs).  When training time
+    accuracy per CPU second: the moving average gives a better C2ST for more epochs.  When training time
     matters more, cap the epochs and stop after 5 epochs without improvement,
-    ``fit(theta, x, max_epochs=60, patience=5)``: against sbi's NRE_C on the same 10^4 simulations in the same
-    run, C2ST 0.658 vs 0.667 (two_moons), 0.710 vs 0.725 (gaussian_mixture), 0.913 vs 0.912 (slcp), 0.550 vs
-    0.563 (gaussian_linear) and 0.620 vs 0.625 (gaussian_linear_uniform) at 0.34x, 0.40x, 0.20x, 0.34x and
-    0.32x its training time.  (A cosine schedule over 60 epochs was worse: two_moons 0.742, slcp 0.932.)
-    The paper's best C2ST used ``K`` up to half the batch (``K=99``, batch 1024), the Large NN and 1000
-    epochs: larger ``K`` costs ``K + 1`` network calls per simulation and step.
+    ``fit(theta, x, max_epochs=60, patience=5)`` (about as accurate as sbi's NRE_C in a fraction of its
+    training time; a cosine schedule over 60 epochs was worse).  The measurements are in
+    ``benchmarks/README_defaults.md``.  The paper's best C2ST used ``K`` up to half the batch (``K=99``,
+    batch 1024), the Large NN and 1000 epochs: larger ``K`` costs ``K + 1`` network calls per simulation
+    and step.
 
     Example:
         >>> import telescope as ts
@@ -245,7 +249,7 @@ class NRE(Estimator):
         r"""Train on simulations ``theta (n, d)``, ``x (n, *event)``; returns ``self``.
 
         Keyword arguments go to :func:`telescope.training.train`.  After training, the mutual-information
-        bounds :math:`\hat I^{(0)}`, :math:`\hat I^{(1)}` (paper 2, eqs. 48, 61) are computed on the
+        bounds :math:`\hat I^{(0)}`, :math:`\hat I^{(1)}` (Miller et al., 2022, eqs. 48, 61) are computed on the
         validation split with ``mi_samples`` prior draws per observation and stored in
         ``history["mi"]`` (``mi_samples=0`` skips them).  Compare them across estimators for model
         selection (:func:`telescope.diagnostics.select`).
@@ -287,7 +291,7 @@ class NRE(Estimator):
 
     def fit_online(self, simulator, n_per_epoch: int = 10_000, *, simulation_seed: int = 0,
                    mi_samples: int = 100, **train_kwargs) -> NRE:
-        """Train with unlimited simulations (paper 2, Section 3.1): every training batch is a fresh joint draw.
+        """Train with unlimited simulations (Miller et al., 2022, Section 3.1): every training batch is a fresh joint draw.
 
         ``n_per_epoch`` pairs are simulated up front: a ``val_fraction`` of them is the fixed validation set
         (early stopping, mutual-information bounds), the rest is the first epoch; every later training batch

@@ -41,9 +41,9 @@ def c2st(p: Any, q: Any, *, seed: int = 0, n_folds: int = 5, max_samples: int | 
             ``MLPClassifier`` once per fold, as the benchmark's code does.  Both follow the same recipe
             (architecture, initialisation, Adam with learning rate 1e-3, L2 penalty 1e-4, minibatches of
             200, stop when the training loss has not improved by 1e-4 for 10 epochs) and the same folds;
-            they differ only in random numbers.  The torch backend takes 0.43-0.55 of scikit-learn's time
-            on 10-d samples (one thread; 75 s against 172 s for 2 x 10^4 samples) and agreed with it to
-            within 0.015 in accuracy (``benchmarks/c2st_speed.py``); it uses torch's threads.
+            they differ only in random numbers.  The torch backend is about twice as fast and agrees with
+            scikit-learn's to within noise (``benchmarks/c2st_speed.py``; measured in
+            ``benchmarks/README_bench.md``); it uses torch's threads.
 
     Returns:
         Mean held-out accuracy in ``[0, 1]``; about 0.5 when ``p`` and ``q`` agree.

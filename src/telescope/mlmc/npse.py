@@ -4,11 +4,11 @@ Haji-Ali, Pereyra, Shaw, Zygalakis (2025) estimate posterior expectations
 :math:`E[f(\theta) | x]` from a diffusion sampler by the telescoping sum over samplers with
 :math:`T_0 M^\ell` reverse steps (eq. (14), Algorithm 1), the fine and coarse paths of a level
 driven by the same Gaussian increments (Algorithm 2, :class:`telescope.mlmc.CoupledDiffusion`).
-Here the diffusion model is a trained :class:`telescope.NPSE` (Linhart et al. 2024, paper 3):
+Here the diffusion model is a trained :class:`telescope.NPSE` (Linhart et al., 2024):
 
 * one observation: the network :math:`\epsilon_\psi(z_t, x_o, t)`;
 * an i.i.d. set :math:`x_{1:n}`: the GAUSS composition of the per-observation predictions
-  (paper 3, Lemma 3.2 and Algorithm 1; :meth:`telescope.NPSE.noise_predictor`), one composed
+  (Lemma 3.2 and Algorithm 1 of Linhart et al., 2024; :meth:`telescope.NPSE.noise_predictor`), one composed
   prediction costing :math:`n` network evaluations.
 
 Paths run in the network's standardised space :math:`z`; the quantity is
@@ -23,6 +23,12 @@ The test problem is the Gaussian-linear task (``theta ~ N(0, s0^2 I)``, ``x | th
 s^2 I)``), whose single and tall posteriors are Gaussian with known moments
 (:func:`gaussian_linear_moments`), so the MLMC estimates can be compared with the truth; what
 remains at small ``eps`` is the error of the trained network (and of GAUSS) itself.
+
+References:
+    Haji-Ali, Pereyra, Shaw & Zygalakis (2025), "Bayesian computation with generative diffusion models by
+    Multilevel Monte Carlo", arXiv:2409.15511.
+    Linhart, Cardoso, Gramfort, Le Corff & Rodrigues (2024), "Diffusion posterior sampling for simulation-based
+    inference in tall data settings", arXiv:2404.07593.
 """
 
 from __future__ import annotations

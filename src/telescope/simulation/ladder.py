@@ -1,4 +1,4 @@
-"""Fidelity ladders and seed-matched multilevel simulation (paper 1, Section 3 and Appendix B.4).
+"""Fidelity ladders and seed-matched multilevel simulation (Section 3 and Appendix B.4 of Hikida et al., 2025).
 
 Multilevel training needs simulators ``G_0, ..., G_L`` of rising fidelity and cost, and for
 each level ``l >= 1`` pairs simulated on the *same* parameters and the *same* noise::
@@ -17,7 +17,7 @@ that takes its own seed can be written as a generator whose noise is that seed::
     noise = lambda n, g: torch.randint(0, 2**62, (n,), generator=g)   # one integer seed per simulation
 
 The ladder's costs ``C_l`` (wall time per simulation) are given or measured; allocations of
-``n_l`` (Theorem 2) need them.
+``n_l`` (Theorem 2 of Hikida et al.) need them.
 
 Example:
     >>> import torch, telescope as ts
@@ -29,6 +29,9 @@ Example:
     ...                                              progress_bar=False)
     >>> x0.shape, x1.shape, x1_low.shape
     (torch.Size([100, 1]), torch.Size([10, 1]), torch.Size([10, 1]))
+
+References:
+    Hikida, Bharti, Jeffrey & Briol (2025), "Multilevel neural simulation-based inference", arXiv:2506.06087.
 """
 
 from __future__ import annotations

@@ -3,11 +3,14 @@
 A *generator* makes its randomness explicit: ``u = noise(n, generator)`` draws the noise
 and ``G(theta, u)`` is deterministic.  Two simulators that share one noise sampler can be
 run on the *same* ``(theta, u)`` — the seed-matching that multilevel training needs
-(paper 1, Section 3 and Appendix B.4).  A plain callable draws its own randomness from
+(Section 3 and Appendix B.4 of Hikida et al., 2025).  A plain callable draws its own randomness from
 torch's global generator, which :func:`telescope.simulate` seeds per batch.
 
 Every simulator is wrapped in :class:`Simulator`, which carries a name and a JSON-able
 configuration (used by the simulation store to refuse mixing simulators).
+
+References:
+    Hikida, Bharti, Jeffrey & Briol (2025), "Multilevel neural simulation-based inference", arXiv:2506.06087.
 """
 
 from __future__ import annotations

@@ -3,17 +3,20 @@
 ``train(module, loss_fn, data)`` minimises a Monte Carlo loss with minibatch Adam:
 
 * ``data`` is a dict of equally long tensors — or a list of such dicts ("groups", e.g. the
-  levels of a multilevel loss, paper 1 eq. 2), each batched so every epoch has the same
+  levels of a multilevel loss, eq. 2 of Hikida et al., 2025), each batched so every epoch has the same
   number of steps in every group;
 * ``loss_fn(net, batch)`` returns a scalar or a dict of named terms whose sum is minimised
   (a non-finite term raises an error naming the epoch, batch and term);
 * ``backward(terms, params)``, when given, replaces ``sum(terms).backward()``: the multilevel
-  gradient adjustment (paper 1, Algorithm 1) plugs in here;
+  gradient adjustment (Algorithm 1 of Hikida et al., 2025) plugs in here;
 * a validation split, early stopping that restores the best weights, gradient clipping,
   an optional exponential moving average of the weights (used by score-based estimators,
   whose validation and final weights are then the averaged ones).
 
 Tensors stay in memory on the training device and are indexed directly: no DataLoader.
+
+References:
+    Hikida, Bharti, Jeffrey & Briol (2025), "Multilevel neural simulation-based inference", arXiv:2506.06087.
 """
 
 from __future__ import annotations

@@ -231,11 +231,11 @@ def importance_diagnostic(estimator, simulator, theta, n: int = 2000, *, seed: i
     rng = np.random.default_rng(seed)
     feats_l = x_l.reshape(x_l.shape[0], -1).numpy().astype(np.float64)
     feats_m = x_m.reshape(x_m.shape[0], -1).numpy().astype(np.float64)
-    w = w.numpy()
+    w_np = w.numpy()
     rows_l = _split_rows(rng, feats_l.shape[0], test_fraction)
     rows_m = _split_rows(rng, feats_m.shape[0], test_fraction)
-    fpr, tpr, auc = _weighted_roc(classifier, seed, feats_l, feats_m, rows_l, rows_m, w)
-    fpr0, tpr0, auc0 = _weighted_roc(classifier, seed, feats_l, feats_m, rows_l, rows_m, np.ones_like(w))
+    fpr, tpr, auc = _weighted_roc(classifier, seed, feats_l, feats_m, rows_l, rows_m, w_np)
+    fpr0, tpr0, auc0 = _weighted_roc(classifier, seed, feats_l, feats_m, rows_l, rows_m, np.ones_like(w_np))
     return {"auc": auc, "fpr": fpr, "tpr": tpr, "auc_power": auc0, "fpr_power": fpr0, "tpr_power": tpr0,
             "ess": ess, "weight_mean": weight_mean, "theta": theta.tolist(), "n": n}
 

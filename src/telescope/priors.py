@@ -17,6 +17,7 @@ ones with plain constructors:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -161,7 +162,7 @@ class Joint(Distribution):
         return torch.cat(out, -1)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        total = 0.0
+        total: Any = 0.0  # a float until the first part adds its tensor
         for p, v in zip(self.parts, self._split(value)):
             inside = _part_support(p, v)
             lp = p.log_prob(torch.where(_bcast(inside, v), v, _safe_point(p, v)))
@@ -179,7 +180,7 @@ class Joint(Distribution):
 
 def _part_support(p: Distribution, v: Tensor) -> Tensor:
     if len(p.event_shape) == 0:
-        return p.support.check(v) & torch.isfinite(v)
+        return p.support.check(v) & torch.isfinite(v)  # type: ignore[union-attr]  # support: set by every Distribution
     return in_support(p, v)
 
 
@@ -228,7 +229,7 @@ def in_support(prior: Distribution, theta: Tensor) -> Tensor:
     if isinstance(prior, BoxUniform):
         return ((theta >= prior.low.to(theta)) & (theta <= prior.high.to(theta))).all(-1)
     try:
-        ok = prior.support.check(theta)
+        ok = prior.support.check(theta)  # type: ignore[union-attr]  # typed Optional in torch; raises NotImplementedError when absent
         if ok.dim() == theta.dim():  # element-wise constraint: reduce the event dim
             ok = ok.all(-1)
         return ok & torch.isfinite(theta).all(-1)
@@ -243,7 +244,7 @@ def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
     support = getattr(prior, "support", None)
     base = getattr(support, "base_constraint", support)
     if isinstance(base, constraints.interval) or type(base).__name__ == "_Interval":
-        low, high = torch.as_tensor(base.lower_bound), torch.as_tensor(base.upper_bound)
+        low, high = torch.as_tensor(base.lower_bound), torch.as_tensor(base.upper_bound)  # type: ignore[union-attr]
         d = prior.event_shape[0]
         return low.expand(d).float(), high.expand(d).float()
     return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -83,16 +84,16 @@ class NPE(Estimator):
         Rows are independent and deterministic given the network, so a multilevel loss may
         evaluate all its terms in one forward pass (:mod:`telescope.multilevel`).
         """
-        return -net.log_prob(batch["theta"], batch["x"])
+        return -cast(ConditionalFlow, net).log_prob(batch["theta"], batch["x"])
 
     # -- densities --------------------------------------------------------------------------
     @torch.no_grad()
-    def log_prob(self, theta, x_o) -> Tensor:
+    def log_prob(self, theta, x_o) -> Tensor:  # type: ignore[override]  # sbi's extra keywords are not taken
         """``log q(theta | x_o)`` for ``theta (n, d)`` and one observation ``x_o``: ``(n,)``.
 
         ``-inf`` outside the prior support (the density is not renormalised for the rejected mass).
         """
-        net = self._trained()
+        net = cast(ConditionalFlow, self._trained())
         theta = self._check_theta(theta).to(self.device)
         x = self._check_x(x_o, "x_o", single=True).to(self.device)
         lp = net.log_prob(theta, x)
@@ -101,7 +102,7 @@ class NPE(Estimator):
     @torch.no_grad()
     def log_prob_batched(self, theta: Tensor, x) -> Tensor:
         """``theta (n, m, d)`` and observations ``x (m, *event)`` -> ``(n, m)``."""
-        net = self._trained()
+        net = cast(ConditionalFlow, self._trained())
         x = self._check_x(x).to(self.device)
         theta = torch.as_tensor(theta, dtype=torch.float32).to(self.device)
         if theta.dim() != 3 or theta.shape[1:] != (x.shape[0], self.dim_theta):
@@ -121,7 +122,7 @@ class NPE(Estimator):
         Samples outside the prior support are rejected and redrawn; raises a RuntimeError when
         ``n`` accepted samples per observation cannot be had within ``max_time`` seconds.
         """
-        net = self._trained()
+        net = cast(ConditionalFlow, self._trained())
         n = check_count("n", n)
         x = self._check_x(x).to(self.device)
         m = x.shape[0]

@@ -231,7 +231,7 @@ def simulate_levels(ladder, prior, n: Sequence[int], seed: int = 0, batch_size: 
         warnings.warn(failure_message(summary, "level simulations")
                       + ("" if include_failed else "; they are left out of the returned levels"),
                       RuntimeWarning, stacklevel=2)
-    out = []
+    out: list[tuple[Tensor, ...]] = []
     for l, d in enumerate(data):
         keep = slice(None) if include_failed else d["ok"]
         out.append((d["theta"][keep], d["x"][keep]) if l == 0 else (d["theta"][keep], d["x"][keep], d["x_low"][keep]))

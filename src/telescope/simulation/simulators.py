@@ -21,7 +21,7 @@ import inspect
 import random
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -116,7 +116,7 @@ class Simulator:
         if noise is not None and not callable(noise):
             raise TypeError(f"noise must be callable noise(n, generator) -> Tensor, got {type(noise).__name__}")
         self.fn, self.noise, self.vectorized = fn, noise, vectorized
-        self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
+        self.name: str = name or cast(str, getattr(fn, "__qualname__", type(fn).__name__))
         self.config = dict(config or {})
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise TypeError(f"fingerprint must be a string (or None to compute it), got {type(fingerprint).__name__}")

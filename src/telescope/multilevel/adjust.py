@@ -1,4 +1,4 @@
-r"""Gradient adjustment for the MLMC loss (paper 1, Section 3 "Optimisation" and Algorithm 1).
+r"""Gradient adjustment for the MLMC loss (Hikida et al., 2025, Section 3 "Optimisation" and Algorithm 1).
 
 The gradient of :math:`h_l(\phi) = \frac{1}{n_l}\sum_i f^l_\phi(u^l_i, \theta^l_i) - f^{l-1}_\phi(u^l_i, \theta^l_i)`
 splits into a positive part :math:`\zeta^{l,+} = \frac{1}{n_l}\sum_i \nabla f^l` and a negative part

@@ -1,4 +1,4 @@
-r"""Sample allocation across levels (paper 1, Theorem 2) and pilot estimates of per-level variances.
+r"""Sample allocation across levels (Hikida et al., 2025, Theorem 2) and pilot estimates of per-level variances.
 
 With per-simulation costs :math:`C_0 < \dots < C_L`, a level-``l`` pair costs :math:`c_l = C_l + C_{l-1}`
 (:math:`c_0 = C_0`) and the MLMC loss costs :math:`\sum_l n_l c_l`.  Writing :math:`V_0 = \mathrm{Var}[f^0]` and

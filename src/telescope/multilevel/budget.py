@@ -10,7 +10,7 @@ r"""Multilevel training from a ladder and a budget: pilot, allocation (Theorem 2
    and the rest of the budget goes to the expensive level (a single-level estimator is trained).
    Loss-variance arguments alone do not decide this well: most of what the cheap level gives is a
    pre-trained network, which no variance of the loss at a fixed network measures.
-2. **Allocation.**  Otherwise Theorem 2 of paper 1 (:func:`telescope.multilevel.allocate`) picks ``n_l``
+2. **Allocation.**  Otherwise Theorem 2 of Hikida et al. (2025) (:func:`telescope.multilevel.allocate`) picks ``n_l``
    minimising :math:`\sum_l V_l / n_l` within the budget, with the per-level variances of the (weighted) loss
    at the pilot network, :math:`V_0 = a_0^2\,\mathrm{Var} f^0`, :math:`V_l = \mathrm{Var}(a_l f^l - a_{l-1} f^{l-1})`
    (:mod:`telescope.multilevel.weights`; ``a = 1`` for eq. 2).

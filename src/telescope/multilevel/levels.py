@@ -3,7 +3,7 @@ r"""Level data for multilevel training: checks, failed simulations, pooling, cou
 :func:`telescope.simulate_levels` returns ``[(theta_0, x_0), (theta_1, x_1, x_0'), ...]``: level 0
 as plain simulations of the cheapest simulator ``G_0`` and each level ``l >= 1`` as seed-matched
 pairs ``x_l = G_l(theta, u)``, ``x_{l-1}' = G_{l-1}(theta, u)`` on the same parameters and noise
-(paper 1, Section 3).  This module turns such a list into checked tensors:
+(Hikida et al., 2025, Section 3).  This module turns such a list into checked tensors:
 
 * a pair may also be given with the parameters of both members, ``(theta, x_l, theta', x_{l-1}')``,
   or as a dict ``{"theta", "x", "x_low"[, "theta_low"]}``; parameters that differ between the

@@ -1,4 +1,4 @@
-r"""The MLMC training loss, eq. (2) of paper 1.
+r"""The MLMC training loss, eq. (2) of Hikida et al. (2025).
 
 For any neural estimator whose loss is a Monte Carlo average :math:`\frac1n\sum_i f_\phi(u_i, \theta_i)`
 of per-simulation terms (NLE: :math:`-\log q(x|\theta)`, NPE: :math:`-\log q(\theta|x)`, ratio and

@@ -44,7 +44,7 @@ class _LevelWeights:
 
 
 def fit_plain(ml, lv, net, kwargs, vf, correlations, per_sample):
-    """Train ``net`` for the :class:`~telescope.multilevel.Multilevel` wrapper ``ml`` with paper 1's procedure;
+    """Train ``net`` for the :class:`~telescope.multilevel.Multilevel` wrapper ``ml`` with the procedure of Hikida et al. (2025);
     returns ``ml``."""
     est = ml.estimator
     sizes = [level.n for level in lv]

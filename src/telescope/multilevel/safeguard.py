@@ -1,6 +1,6 @@
 r"""Out-of-sample checks of a multilevel estimator against the expensive level alone.
 
-A multilevel loss (paper 1, eq. 2, or its weighted form in :mod:`telescope.multilevel.weights`) is an
+A multilevel loss (eq. 2 of Hikida et al., 2025, or its weighted form in :mod:`telescope.multilevel.weights`) is an
 unbiased estimate of the high-fidelity loss; whether the network it trains is better than one trained
 on the expensive simulations alone depends on the coupling, the allocation and over-fitting of the few
 pairs, and cannot be known in advance.  :func:`compare` estimates the difference of the held-out

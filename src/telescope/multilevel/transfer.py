@@ -1,4 +1,4 @@
-r"""TL-NPE: transfer-learning NPE across fidelities, the baseline of paper 1, Section 5.2.
+r"""TL-NPE: transfer-learning NPE across fidelities, the baseline of Hikida et al. (2025), Section 5.2.
 
 Krouglova et al. (2025) pre-train an NPE network on many low-fidelity simulations and then fine-tune
 the same network on a few high-fidelity ones; each stage stops early on a validation split (20% of

@@ -1,4 +1,4 @@
-r"""Multilevel estimators: any Monte Carlo-loss estimator trained with the MLMC loss (paper 1).
+r"""Multilevel estimators: any Monte Carlo-loss estimator trained with the MLMC loss (Hikida et al., 2025).
 
 ``Multilevel(estimator).fit(levels)`` trains ``estimator``'s network on the output of
 :func:`telescope.simulate_levels` with the MLMC loss of eq. (2) and the gradient adjustment of
@@ -40,7 +40,7 @@ validation estimate on a handful of held-out pairs is so noisy that early stoppi
    (:mod:`telescope.multilevel.crossfit`; one split as above when a level has fewer than
    ``2 * folds`` pairs).
 
-``staged=False`` is paper 1's procedure exactly (eq. 2 from scratch, the split and early stopping of
+``staged=False`` is the procedure of Hikida et al. (2025) exactly (eq. 2 from scratch, the split and early stopping of
 :func:`telescope.train.train`).  :class:`MultilevelNLE` and :class:`MultilevelNPE` are the paper's
 ML-NLE and ML-NPE.  It works for every estimator whose loss is a Monte Carlo average over
 simulations — NLE, NPE, and equally ratio (NRE) or score (NPSE) estimators, whose loss randomness
@@ -56,6 +56,11 @@ simulations — NLE, NPE, and equally ratio (NRE) or score (NPSE) estimators, wh
 * **Checks.**  Pairs whose parameters differ, levels whose ``x`` shapes differ, levels without any
   valid simulation: errors.  ``n_l`` not decreasing, weakly or negatively correlated pairs: warnings.
   Failed simulations (NaN/inf, in either member of a pair) are dropped with a warning.
+
+References:
+    Hikida, Bharti, Jeffrey & Briol (2025), "Multilevel neural simulation-based inference", arXiv:2506.06087.
+    Krouglova et al. (2025), "Multifidelity simulation-based inference for computationally expensive
+    simulators", arXiv:2502.08416.
 
 Example:
     >>> import torch, telescope as ts
@@ -110,7 +115,7 @@ _TRAIN_DEFAULTS = {k: v.default for k, v in inspect.signature(train).parameters.
 
 
 class Multilevel:
-    r"""Train any Monte Carlo-loss estimator with the multilevel loss (paper 1, eq. 2 and Algorithm 1).
+    r"""Train any Monte Carlo-loss estimator with the multilevel loss (Hikida et al., 2025, eq. 2 and Algorithm 1).
 
     Arguments:
         estimator: an untrained telescope estimator instance, e.g. ``NLE(prior)``, ``NPE(prior)``, ``NRE(prior)``.
@@ -124,7 +129,7 @@ class Multilevel:
         safeguard: ``"fallback"`` (train the transfer and expensive-only networks, compare them with the
             multilevel one on held-out data and warn; without ``ensemble``, keep the best), ``"warn"`` (compare
             and warn only) or ``False`` (neither, and no ensemble).
-        staged: ``False`` for paper 1's training (no pre-training, split and stopping inside ``train``).
+        staged: ``False`` for the training of Hikida et al. (2025) (no pre-training, split and stopping inside ``train``).
         val_se: standard errors added to the held-out multilevel loss in the stopping criterion.
         finetune_lr: factor on the learning rate of the fine-tuning stage.
         ensemble: with the safeguard's networks trained (NPE, NLE), end with their stacked mixture
@@ -382,7 +387,7 @@ class Multilevel:
         network trained on the expensive simulations alone only where it beats the multilevel one clearly
         (``clear``: by more than ``switch_se`` standard errors, a misleading cheap level).  It was stopped on
         the same held-out simulations the weights are fitted on, so its held-out likelihood flatters it;
-        measured, admitting it always put 0.3–0.6 of the weight on a network far worse than the others.
+        admitting it always gives it weight it does not earn (`benchmarks/README_multilevel.md`).
         The weights maximise the log-likelihood of the held-out expensive simulations of the top level
         (:func:`telescope.multilevel.ensemble.stack`, with one Dirichlet pseudo-point per member).
         """
@@ -448,7 +453,7 @@ class Multilevel:
 
 
 class MultilevelNLE(Multilevel):
-    """ML-NLE (paper 1): :class:`telescope.NLE` trained with the MLMC loss and gradient adjustment.
+    """ML-NLE (Hikida et al., 2025): :class:`telescope.NLE` trained with the MLMC loss and gradient adjustment.
 
     Keyword arguments of :class:`Multilevel` (``rescale``, ``project``, ``eps``, ``min_correlation``,
     ``pretrain``, ``weights``, ``safeguard``, ``staged``, ``val_se``, ``finetune_lr``, ``ensemble``, ``folds``,
@@ -468,7 +473,7 @@ class MultilevelNLE(Multilevel):
 
 
 class MultilevelNPE(Multilevel):
-    """ML-NPE (paper 1): :class:`telescope.NPE` trained with the MLMC loss and gradient adjustment.
+    """ML-NPE (Hikida et al., 2025): :class:`telescope.NPE` trained with the MLMC loss and gradient adjustment.
 
     Keyword arguments of :class:`Multilevel` as for :class:`MultilevelNLE`; the others go to
     :class:`telescope.NPE` (``flow``, ``transforms``, ``hidden``, ``bins``, ``embedding``, ``device``, ``seed``).

@@ -1,4 +1,4 @@
-"""Cross-fitted fine-tuning and learned couplings between fidelities (options of the staged multilevel fit)."""
+"""Cross-fitted fine-tuning and learned couplings between fidelities (defaults of the staged multilevel fit)."""
 
 import warnings
 
@@ -11,20 +11,9 @@ from telescope.multilevel.coupling import Coupling, fit_couplings, lift
 from telescope.multilevel.crossfit import fold_splits
 from telescope.multilevel.ensemble import Mixture
 from telescope.multilevel.levels import Level
+from test_multilevel_ensemble import _high, _low, _noise  # the same two-level test ladder
 
 PRIOR = ts.BoxUniform([-2.0], [2.0])
-
-
-def _noise(n, g):
-    return torch.randn(n, 2, generator=g)
-
-
-def _high(theta, u):
-    return torch.cat([theta + 0.3 * u[:, :1], theta.pow(2) + 0.3 * u[:, 1:]], -1)
-
-
-def _low(theta, u):
-    return torch.cat([0.8 * theta + 0.3 * u[:, :1] + 0.3, 0.7 * theta.pow(2) + 0.3 * u[:, 1:]], -1)
 
 
 def test_fold_splits_partition_every_level_and_keep_pairs_whole():

@@ -84,7 +84,7 @@ def test_staged_multilevel_npe_beats_the_pairs_alone_and_paper_loss(test_set):
     levels = ts.simulate_levels(_ladder(), PRIOR, n=[3000, 40], seed=0, progress_bar=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ml = MultilevelNPE(PRIOR, seed=0, **NET).fit(levels, progress_bar=False)
+        ml = MultilevelNPE(PRIOR, seed=0, folds=1, couple=False, **NET).fit(levels, progress_bar=False)  # staged core
         alone = NPE(PRIOR, seed=0, **NET).fit(levels[1][0], levels[1][1], progress_bar=False)
     rec = ml.history["multilevel"]
     assert rec["pretrain"]["epochs"] > 0 and 0.0 <= rec["weights"][0] <= 1.0

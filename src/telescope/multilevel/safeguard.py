@@ -109,7 +109,7 @@ def verdict(net: nn.Module, comparisons: dict[str, tuple[float, float]], nets: d
             out["used"] = "multilevel"
             msg += (f"; keeping the multilevel network, since no difference exceeds {switch_se:g} standard "
                     f"error(s)" if fallback else "")
-        warnings.warn(msg, UserWarning, stacklevel=6)
+        warnings.warn(msg, UserWarning, stacklevel=5)
     elif not switch:
         out["used"] = "mixture"
     return out

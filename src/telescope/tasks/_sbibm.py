@@ -56,7 +56,14 @@ class SBIBMObservations:
     """Mixin for a :class:`~telescope.tasks.base.Task` that has sbibm's files under ``data/sbibm/<sbibm_name>``.
 
     Subclasses set ``sbibm_name`` (the folder) and ``sbibm_observation_file`` and call
-    :meth:`_init_observations` in their constructor.
+    :meth:`_init_observations` in their constructor.  The constructors take these two arguments, documented
+    here once (a task's own docstring says where its meaning differs):
+
+    Arguments:
+        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters; the default) or
+            ``"telescope"`` (this library's own draws).
+        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
+            observations) or ``"mcmc"`` (this library's own reference; the default otherwise).
     """
 
     sbibm_name: str = ""

@@ -41,10 +41,8 @@ class GaussianMixture(SBIBMObservations, Task):
     """Uniform prior on ``[-10, 10]^2``; mixture of ``N(theta, I)`` and ``N(theta, 0.01 I)``.
 
     Arguments:
-        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters; the default) or
-            ``"telescope"`` (this library's own draws).
-        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
-            observations) or ``"mcmc"`` (this library's own reference; the default otherwise).
+        observations, reference: where the observations, true parameters and reference samples come from
+            (:class:`~telescope.tasks._sbibm.SBIBMObservations`; sbibm's stored files by default).
     """
 
     reference_kind = "rejection"

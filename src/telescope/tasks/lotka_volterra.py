@@ -84,10 +84,8 @@ class LotkaVolterra(SBIBMObservations, ODEReferenceTask):
         chains, warmup, thin, kernel: settings of the reference MCMC.
         n_proposals: prior draws resampled (SIR) into the initial chains.
         strict: a reference failing its convergence checks raises (else warns).
-        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters; the default) or
-            ``"telescope"`` (this library's own draws).
-        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
-            observations) or ``"mcmc"`` (this library's own reference; the default otherwise).
+        observations, reference: where the observations, true parameters and reference samples come from
+            (:class:`~telescope.tasks._sbibm.SBIBMObservations`; sbibm's stored files by default).
     """
 
     dim_theta = 4

@@ -68,10 +68,8 @@ class SLCP(SBIBMObservations, TallData, Task):
     Arguments:
         chains, warmup, thin: settings of the reference MCMC.
         n_proposals: uniform draws on the folded box resampled (SIR) into the initial chains.
-        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters; the default) or
-            ``"telescope"`` (this library's own draws).
-        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
-            observations) or ``"mcmc"`` (this library's own reference; the default otherwise).
+        observations, reference: where the observations, true parameters and reference samples come from
+            (:class:`~telescope.tasks._sbibm.SBIBMObservations`; sbibm's stored files by default).
     """
 
     reference_kind = "mcmc"

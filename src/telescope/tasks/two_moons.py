@@ -57,10 +57,8 @@ class TwoMoons(SBIBMObservations, Task):
     """Uniform prior on ``[-1, 1]^2``; crescent-shaped noise rotated by a two-to-one map of ``theta``.
 
     Arguments:
-        observations: ``"sbibm"`` (the benchmark's stored observations and true parameters; the default) or
-            ``"telescope"`` (this library's own draws).
-        reference: ``"sbibm"`` (the benchmark's stored reference samples; the default with its
-            observations) or ``"mcmc"`` (this library's own reference; the default otherwise).
+        observations, reference: where the observations, true parameters and reference samples come from
+            (:class:`~telescope.tasks._sbibm.SBIBMObservations`; sbibm's stored files by default).
     """
 
     reference_kind = "rejection"

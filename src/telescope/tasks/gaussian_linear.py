@@ -38,8 +38,27 @@ from .base import Task
 __all__ = ["GaussianLinear"]
 
 
+class _IsotropicGaussianLikelihood:
+    """Mixin: the likelihood ``x | theta ~ N(theta, noise_var I)`` of the two Gaussian linear tasks.
+
+    A task with it sets ``dim_x`` and ``noise_var``.  Its simulator's ``_noise`` and ``_generate`` stay in
+    each task (two lines each): a simulator's fingerprint hashes the qualified names of its functions, so
+    sharing them here would change the fingerprint of every store simulated with these tasks.
+    """
+
+    dim_x: int
+    noise_var: float
+
+    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | theta)``: ``theta (m, d)`` with one ``x (dim_x,)`` or paired rows ``x (m, dim_x)``."""
+        theta = torch.as_tensor(theta, dtype=torch.float64)
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, self.dim_x)
+        r2 = ((x - theta) ** 2).sum(-1)
+        return (-0.5 * r2 / self.noise_var - 0.5 * self.dim_x * math.log(2 * math.pi * self.noise_var)).float()
+
+
 @register("gaussian_linear")
-class GaussianLinear(SBIBMObservations, Task):
+class GaussianLinear(_IsotropicGaussianLikelihood, SBIBMObservations, Task):
     """Gaussian prior, Gaussian likelihood centred on ``theta``; analytic posterior.
 
     Arguments:
@@ -85,14 +104,6 @@ class GaussianLinear(SBIBMObservations, Task):
 
     def _generate(self, theta: Tensor, u: Tensor) -> Tensor:
         return theta + math.sqrt(self.noise_var) * u.to(theta)
-
-    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
-        """``log p(x | theta)``: ``theta (m, d)`` with one ``x (dim_x,)`` or paired rows ``x (m, dim_x)``."""
-        theta = torch.as_tensor(theta, dtype=torch.float64)
-        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, self.dim_x)
-        r2 = ((x - theta) ** 2).sum(-1)
-        d = self.dim_x
-        return (-0.5 * r2 / self.noise_var - 0.5 * d * math.log(2 * math.pi * self.noise_var)).float()
 
     def posterior_params(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean ``(D,)`` and covariance ``(D, D)`` of the exact posterior ``p(theta | x)``."""

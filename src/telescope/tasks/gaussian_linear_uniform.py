@@ -28,6 +28,7 @@ from ..simulation.simulators import Simulator
 from . import register
 from ._sbibm import SBIBMObservations
 from .base import Task
+from .gaussian_linear import _IsotropicGaussianLikelihood
 
 __all__ = ["GaussianLinearUniform", "truncated_normal_rejection"]
 
@@ -63,7 +64,7 @@ def truncated_normal_rejection(mean: Tensor, std: float, low: Tensor, high: Tens
 
 
 @register("gaussian_linear_uniform")
-class GaussianLinearUniform(SBIBMObservations, Task):
+class GaussianLinearUniform(_IsotropicGaussianLikelihood, SBIBMObservations, Task):
     """Uniform prior on ``[-1, 1]^D``, Gaussian likelihood; exact rejection reference.
 
     Arguments:
@@ -103,13 +104,6 @@ class GaussianLinearUniform(SBIBMObservations, Task):
 
     def _generate(self, theta: Tensor, u: Tensor) -> Tensor:
         return theta + math.sqrt(self.noise_var) * u.to(theta)
-
-    def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
-        """``log p(x | theta)``: ``theta (m, d)`` with one ``x (dim_x,)`` or paired rows ``x (m, dim_x)``."""
-        theta = torch.as_tensor(theta, dtype=torch.float64)
-        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, self.dim_x)
-        r2 = ((x - theta) ** 2).sum(-1)
-        return (-0.5 * r2 / self.noise_var - 0.5 * self.dim_x * math.log(2 * math.pi * self.noise_var)).float()
 
     def _reference(self, x: Tensor, n: int, seed: int) -> Tensor:
         g = torch.Generator().manual_seed(int(seed))

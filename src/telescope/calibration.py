@@ -74,6 +74,16 @@ def _int(name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
+def lift_1d(samples: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """One parameter: ``theta (m,)`` is read as ``(m, 1)``, and then ``samples (n, m)`` as ``(n, m, 1)``
+    (anything else is returned as it is, for the caller's shape checks)."""
+    if theta.dim() == 1:
+        theta = theta.unsqueeze(-1)
+    if samples.dim() == 2 and theta.shape[1] == 1:
+        samples = samples.unsqueeze(-1)
+    return samples, theta
+
+
 def _alphas(alphas: Any) -> Tensor:
     if alphas is None:
         return torch.linspace(0.0, 1.0, 101, dtype=torch.float64)
@@ -113,12 +123,7 @@ def tarp(samples: Any, theta: Any, *, references: Any = None, alphas: Any = None
         >>> bool((ecp - a).abs().max() < 0.1)  # samples and truth from the same distribution: calibrated
         True
     """
-    s = _tensor("samples", samples)
-    th = _tensor("theta", theta)
-    if th.dim() == 1:
-        th = th.unsqueeze(-1)
-    if s.dim() == 2 and th.shape[1] == 1:
-        s = s.unsqueeze(-1)
+    s, th = lift_1d(_tensor("samples", samples), _tensor("theta", theta))
     if s.dim() != 3 or th.dim() != 2 or s.shape[1:] != th.shape or s.shape[0] == 0 or th.shape[0] == 0:
         raise ValueError(f"samples must have shape (n, m, d) and theta (m, d) with the same m and d (n, m >= 1), "
                          f"got shapes {tuple(s.shape)} and {tuple(th.shape)}")

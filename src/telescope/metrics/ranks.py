@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..calibration import check_ranks, posterior_draws
+from ..calibration import check_ranks, lift_1d, posterior_draws
 from ..utils import check_count
 from ._checks import _as_tensor
 
@@ -56,12 +56,7 @@ def sbc_ranks(samples: Any, theta: Any) -> Tensor:
         >>> sbc_ranks(torch.tensor([[[0.0]], [[1.0]], [[2.0]]]), torch.tensor([[1.5]]))
         tensor([[2]])
     """
-    s = _as_tensor("samples", samples)
-    th = _as_tensor("theta", theta)
-    if th.dim() == 1:
-        th = th.unsqueeze(-1)
-    if s.dim() == 2 and th.shape[1] == 1:
-        s = s.unsqueeze(-1)
+    s, th = lift_1d(_as_tensor("samples", samples), _as_tensor("theta", theta))
     if s.dim() != 3:
         raise ValueError(f"samples must have shape (n, m, d), got shape {tuple(s.shape)}")
     if th.dim() != 2:

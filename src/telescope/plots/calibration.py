@@ -14,7 +14,6 @@ Each builds a :class:`matplotlib.figure.Figure` without ``pyplot`` state, return
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..calibration import sbc_ecdf, sbc_ecdf_bands, sbc_ecdf_pvalues
+from ._layout import _grid_shape, _panels
 from .figures import PathLike, _array, _save, coverage_plot
 
 __all__ = ["tarp_plot", "sbc_ecdf_plot", "ppc_plot"]
@@ -90,8 +90,7 @@ def sbc_ecdf_plot(ranks: Any, n_samples: int, path: PathLike | None = None, *, c
         labels = [rf"$\theta_{{{i + 1}}}$" for i in range(d)]
     elif len(labels) != d:
         raise ValueError(f"labels must hold {d} names (one per dimension), got {len(labels)}")
-    ncols = max(1, min(int(ncols), d))
-    nrows = math.ceil(d / ncols)
+    nrows, ncols = _grid_shape(d, ncols)
     rows = 2 * nrows if histogram else nrows
     fig = Figure(figsize=(3.0 * ncols, 2.5 * rows))
     axes = fig.subplots(rows, ncols, squeeze=False)
@@ -181,15 +180,9 @@ def ppc_plot(check: Mapping[str, Any], path: PathLike | None = None, *, labels: 
         raise ValueError(f"labels must hold {k} names (one per data coordinate), got {len(labels)}")
     title = f"posterior predictive check: joint p = {float(check['p_value']):.3g} ({x_rep.shape[0]} replicates)"
     if k <= max_panels:
-        ncols = max(1, min(int(ncols), k))
-        nrows = math.ceil(k / ncols)
+        nrows, ncols = _grid_shape(k, ncols)
         fig = Figure(figsize=(3.0 * ncols, 2.4 * nrows + 0.4))
-        axes = fig.subplots(nrows, ncols, squeeze=False)
-        for i in range(nrows * ncols):
-            ax = axes[i // ncols, i % ncols]
-            if i >= k:
-                ax.remove()
-                continue
+        for i, ax in enumerate(_panels(fig, k, nrows, ncols)):
             col = x_rep[:, i]
             ax.hist(col, bins=min(40, max(5, int(np.sqrt(col.size)))), color="C0", alpha=0.6)
             ax.axvline(x_o[i], color="C3", linewidth=1.5)

@@ -20,7 +20,6 @@ one is given.  Inputs may be torch tensors or numpy arrays.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ from matplotlib.figure import Figure
 
 from ..utils import save_figure as _save
 from ._inputs import PathLike, _array, _matrix
+from ._layout import _grid_shape, _panels
 from .corner_plot import corner
 
 __all__ = ["corner", "coverage_plot", "training_curves", "sbc_histograms"]
@@ -252,8 +252,7 @@ def sbc_histograms(ranks: Any, n_samples: int, path: PathLike | None = None, *, 
         raise ValueError(f"labels must hold {d} names (one per dimension), got {len(labels)}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    ncols = max(1, min(int(ncols), d))
-    nrows = math.ceil(d / ncols)
+    nrows, ncols = _grid_shape(d, ncols)
 
     # bin b holds the rank values edges[b], ..., edges[b + 1] - 1
     edges = np.floor(np.arange(bins + 1) * (n_samples + 1) / bins)
@@ -263,12 +262,7 @@ def sbc_histograms(ranks: Any, n_samples: int, path: PathLike | None = None, *, 
     x_edges = edges - 0.5
 
     fig = Figure(figsize=(3.0 * ncols, 2.5 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for k in range(nrows * ncols):
-        ax = axes[k // ncols, k % ncols]
-        if k >= d:
-            ax.remove()
-            continue
+    for k, ax in enumerate(_panels(fig, d, nrows, ncols)):
         counts, _ = np.histogram(r[:, k], bins=x_edges)
         ax.stairs(counts, x_edges, fill=True, color="C0", alpha=0.6)
         ax.stairs(counts, x_edges, color="C0", linewidth=1)

@@ -27,6 +27,17 @@ def _fit_line(ax, levels, values, rate, M, color, label):
     ax.plot(lv, y1 * float(M) ** (-rate * (lv - x1)), ":", color=color, lw=1, label=f"{label} = {rate:.2f}")
 
 
+def _level_panel(ax, lv, fine, corrections, fit, rate, M, labels, ylabel):
+    """One convergence panel: a quantity of ``P_l`` and of the corrections ``P_l - P_(l-1)`` against the level,
+    with the fitted rate's line through the corrections; ``labels`` names the two and the rate."""
+    ax.semilogy(lv, fine, "o-", label=labels[0])
+    ax.semilogy(lv[1:], corrections[1:], "s-", label=labels[1])
+    _fit_line(ax, fit, [corrections[i] for i in fit], rate, M, "C1", labels[2])
+    ax.set_xlabel(r"level $\ell$")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
 def plot_mlmc(result: dict, path: str | None = None, title: str | None = None):
     """Draw the four Figure-3 panels from :func:`telescope.mlmc.mlmc_test` output.
 
@@ -50,20 +61,10 @@ def plot_mlmc(result: dict, path: str | None = None, title: str | None = None):
         M = conv["M"]
         lv = np.asarray(conv["levels"])
         fit = conv.get("fit_levels", list(lv[1:]))
-        ax = axes[0]
-        ax.semilogy(lv, conv["var_fine"], "o-", label=r"$V[P_\ell]$")
-        ax.semilogy(lv[1:], conv["var"][1:], "s-", label=r"$V[P_\ell - P_{\ell-1}]$")
-        _fit_line(ax, fit, [conv["var"][i] for i in fit], conv.get("beta"), M, "C1", r"$\beta$")
-        ax.set_xlabel(r"level $\ell$")
-        ax.set_ylabel("variance")
-        ax.legend(fontsize=8)
-        ax = axes[1]
-        ax.semilogy(lv, conv["mean_fine"], "o-", label=r"$\|E P_\ell\|$")
-        ax.semilogy(lv[1:], conv["mean"][1:], "s-", label=r"$\|E[P_\ell - P_{\ell-1}]\|$")
-        _fit_line(ax, fit, [conv["mean"][i] for i in fit], conv.get("alpha"), M, "C1", r"$\alpha$")
-        ax.set_xlabel(r"level $\ell$")
-        ax.set_ylabel("norm of mean")
-        ax.legend(fontsize=8)
+        _level_panel(axes[0], lv, conv["var_fine"], conv["var"], fit, conv.get("beta"), M,
+                     (r"$V[P_\ell]$", r"$V[P_\ell - P_{\ell-1}]$", r"$\beta$"), "variance")
+        _level_panel(axes[1], lv, conv["mean_fine"], conv["mean"], fit, conv.get("alpha"), M,
+                     (r"$\|E P_\ell\|$", r"$\|E[P_\ell - P_{\ell-1}]\|$", r"$\alpha$"), "norm of mean")
         if conv.get("start_level") is not None:
             for a in axes[:2]:
                 a.axvline(conv["start_level"], color="gray", lw=0.8, ls="--")

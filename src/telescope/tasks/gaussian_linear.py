@@ -38,16 +38,28 @@ from .base import Task
 __all__ = ["GaussianLinear"]
 
 
-class _IsotropicGaussianLikelihood:
-    """Mixin: the likelihood ``x | theta ~ N(theta, noise_var I)`` of the two Gaussian linear tasks.
+class _GaussianLinearCommon:
+    """Mixin: what the two Gaussian linear tasks share, the likelihood ``x | theta ~ N(theta, noise_var I)``
+    and the choice of observations by configuration.
 
-    A task with it sets ``dim_x`` and ``noise_var``.  Its simulator's ``_noise`` and ``_generate`` stay in
-    each task (two lines each): a simulator's fingerprint hashes the qualified names of its functions, so
-    sharing them here would change the fingerprint of every store simulated with these tasks.
+    A task with it sets ``dim_x``, ``noise_var`` and ``_SBIBM_CONFIG``.  Its simulator's ``_noise`` and
+    ``_generate`` stay in each task (two lines each): a simulator's fingerprint hashes the qualified names of
+    its functions, so sharing them here would change the fingerprint of every store simulated with these tasks.
     """
 
     dim_x: int
     noise_var: float
+    _SBIBM_CONFIG: str
+
+    def _observation_set(self, observations: str | None, benchmark: bool) -> str:
+        """``observations``, or for ``None`` ``"sbibm"`` in the benchmark's configuration (``benchmark``) and
+        ``"telescope"`` otherwise; ``"sbibm"`` outside that configuration is refused."""
+        if observations is None:
+            return "sbibm" if benchmark else "telescope"
+        if observations == "sbibm" and not benchmark:
+            raise ValueError(f"observations='sbibm' needs the benchmark's configuration ({self._SBIBM_CONFIG}); "
+                             f"sbibm's files are not observations of this one")
+        return observations
 
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
         """``log p(x | theta)``: ``theta (m, d)`` with one ``x (dim_x,)`` or paired rows ``x (m, dim_x)``."""
@@ -58,7 +70,7 @@ class _IsotropicGaussianLikelihood:
 
 
 @register("gaussian_linear")
-class GaussianLinear(_IsotropicGaussianLikelihood, SBIBMObservations, Task):
+class GaussianLinear(_GaussianLinearCommon, SBIBMObservations, Task):
     """Gaussian prior, Gaussian likelihood centred on ``theta``; analytic posterior.
 
     Arguments:
@@ -89,12 +101,8 @@ class GaussianLinear(_IsotropicGaussianLikelihood, SBIBMObservations, Task):
             raise ValueError(f"prior_var and noise_var must be > 0, got {prior_var!r} and {noise_var!r}")
         self.dim_theta = self.dim_x = dim
         self.prior_var, self.noise_var = float(prior_var), float(noise_var)
-        if observations is None:
-            observations = "sbibm" if (dim, self.prior_var, self.noise_var) == (10, 0.1, 0.1) else "telescope"
-        elif observations == "sbibm" and not (dim, self.prior_var, self.noise_var) == (10, 0.1, 0.1):
-            raise ValueError(f"observations='sbibm' needs the benchmark's configuration ({self._SBIBM_CONFIG}); "
-                             f"sbibm's files are not observations of this one")
-        self._init_observations(observations, reference)
+        benchmark = (dim, self.prior_var, self.noise_var) == (10, 0.1, 0.1)
+        self._init_observations(self._observation_set(observations, benchmark), reference)
         self.prior = Gaussian(torch.zeros(dim), torch.full((dim,), self.prior_var))
         self.simulator = Simulator(self._generate, noise=self._noise, name="gaussian_linear",
                                    config={"dim": dim, "noise_var": self.noise_var})

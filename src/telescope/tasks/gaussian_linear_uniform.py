@@ -28,7 +28,7 @@ from ..simulation.simulators import Simulator
 from . import register
 from ._sbibm import SBIBMObservations
 from .base import Task
-from .gaussian_linear import _IsotropicGaussianLikelihood
+from .gaussian_linear import _GaussianLinearCommon
 
 __all__ = ["GaussianLinearUniform", "truncated_normal_rejection"]
 
@@ -64,7 +64,7 @@ def truncated_normal_rejection(mean: Tensor, std: float, low: Tensor, high: Tens
 
 
 @register("gaussian_linear_uniform")
-class GaussianLinearUniform(_IsotropicGaussianLikelihood, SBIBMObservations, Task):
+class GaussianLinearUniform(_GaussianLinearCommon, SBIBMObservations, Task):
     """Uniform prior on ``[-1, 1]^D``, Gaussian likelihood; exact rejection reference.
 
     Arguments:
@@ -89,12 +89,7 @@ class GaussianLinearUniform(_IsotropicGaussianLikelihood, SBIBMObservations, Tas
             raise ValueError(f"noise_var must be > 0, got {noise_var!r}")
         self.dim_theta = self.dim_x = dim
         self.noise_var = float(noise_var)
-        if observations is None:
-            observations = "sbibm" if (dim, self.noise_var) == (10, 0.1) else "telescope"
-        elif observations == "sbibm" and not (dim, self.noise_var) == (10, 0.1):
-            raise ValueError(f"observations='sbibm' needs the benchmark's configuration ({self._SBIBM_CONFIG}); "
-                             f"sbibm's files are not observations of this one")
-        self._init_observations(observations, reference)
+        self._init_observations(self._observation_set(observations, (dim, self.noise_var) == (10, 0.1)), reference)
         self.prior = BoxUniform(-torch.ones(dim), torch.ones(dim))
         self.simulator = Simulator(self._generate, noise=self._noise, name="gaussian_linear_uniform",
                                    config={"dim": dim, "noise_var": self.noise_var})

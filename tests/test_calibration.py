@@ -75,6 +75,8 @@ def test_tarp_coverage_of_an_estimator_equals_tarp_of_its_samples_and_checks_inp
     assert torch.equal(tarp(samples, theta, seed=3)[1], ecp)
     with pytest.raises(ValueError, match=r"samples must have shape \(n, m, d\) and theta \(m, d\).*\(10, 300, 2\) and \(299, 2\)"):
         tarp(samples[:10], theta[:-1])
+    with pytest.raises(ValueError, match=r"got shapes \(5, 3\) and \(\)"):  # a 0-d theta: a clear error, not IndexError
+        tarp(torch.zeros(5, 3), torch.tensor(1.0))
     with pytest.raises(ValueError, match="references must be a finite"):
         tarp(samples[:10], theta, references=torch.zeros(3, 2))
     with pytest.raises(ValueError, match="x must have shape"):

@@ -281,6 +281,8 @@ def test_sbc_ranks_hand_case():
     samples = torch.tensor([[[0.0, 3.0]], [[1.0, 2.0]], [[2.0, 1.0]]])  # (n=3, m=1, d=2)
     assert sbc_ranks(samples, torch.tensor([[1.5, 0.5]])).tolist() == [[2, 0]]
     assert sbc_ranks(samples, torch.tensor([[1.5, 0.5]])).dtype == torch.int64
+    with pytest.raises(ValueError, match=r"samples must have shape \(n, m, d\)"):  # 0-d theta: not an IndexError
+        sbc_ranks(torch.zeros(5, 3), torch.tensor(1.0))
 
 
 def test_sbc_uniform_for_exact_posterior_and_not_for_overconfident():

@@ -79,7 +79,7 @@ def lift_1d(samples: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     (anything else is returned as it is, for the caller's shape checks)."""
     if theta.dim() == 1:
         theta = theta.unsqueeze(-1)
-    if samples.dim() == 2 and theta.shape[1] == 1:
+    if samples.dim() == 2 and theta.dim() == 2 and theta.shape[1] == 1:
         samples = samples.unsqueeze(-1)
     return samples, theta
 

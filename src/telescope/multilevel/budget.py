@@ -4,10 +4,13 @@ r"""Multilevel training from a ladder and a budget: pilot, allocation (Theorem 2
 ``ladder.costs``) as follows:
 
 1. **Pilot.**  A share ``pilot`` of the budget (default 15%) is split evenly, by cost, over the levels
-   (at least 50 cheap simulations and 20 pairs per level; at most half the budget) and simulated with :func:`telescope.simulate_levels`.  On it, the multilevel network and a network
-   trained on the pilot's expensive simulations alone are compared out of sample
-   (:mod:`telescope.multilevel.safeguard`): if the multilevel one is not better, the ladder does not pay
-   and the rest of the budget goes to the expensive level (a single-level estimator is trained).
+   (at least 50 cheap simulations and 20 pairs per level; at most half the budget) and simulated with
+   :func:`telescope.simulate_levels`.  On it, the multilevel network and a network trained on the pilot's
+   expensive simulations alone are compared out of sample (:mod:`telescope.multilevel.safeguard`) —
+   cross-fitted when the fit is (``folds > 1``; :mod:`telescope.multilevel.crossfit`), so that every pilot pair
+   is judged, not a validation tenth of twenty.  If neither the multilevel network nor (cross-fitted) the
+   transfer-learning one is better, the ladder does not pay and the rest of the budget goes to the expensive
+   level (a single-level estimator is trained).
    Loss-variance arguments alone do not decide this well: most of what the cheap level gives is a
    pre-trained network, which no variance of the loss at a fixed network measures.
 2. **Allocation.**  Otherwise Theorem 2 of Hikida et al. (2025) (:func:`telescope.multilevel.allocate`) picks ``n_l``
@@ -76,6 +79,18 @@ def _variances(weights, pairs, f0, sizes):
     return a, info, V, float(pairs[-1][0].double().var())
 
 
+def _pays(duel: dict, cross: bool) -> bool:
+    """Whether the pilot says the ladder pays: the multilevel network is better out of sample than the one
+    trained on the expensive simulations alone, or (cross-fitted) the transfer-learning network is."""
+    d = duel.get("difference")
+    if d is None:
+        return False
+    if d < 0:
+        return True
+    tl = duel.get("transfer")
+    return bool(cross and isinstance(tl, dict) and d - tl["difference"] < 0)  # L_tl - L_alone
+
+
 def plan_and_fit(ml, ladder: FidelityLadder, budget: float, *, seed: int = 0, store=None, pilot: float = 0.15,
                  progress_bar: bool = True, **train_kwargs: Any):
     """Pilot, allocate, simulate and train (see the module docstring); returns ``ml``."""
@@ -108,8 +123,10 @@ def plan_and_fit(ml, ladder: FidelityLadder, budget: float, *, seed: int = 0, st
     probe = copy.copy(ml)
     probe.estimator = copy.deepcopy(est)  # untrained: the same architecture and settings
     probe.safeguard = "warn"  # trains the expensive-level-alone network too and compares them out of sample
-    probe.ensemble = False  # the variances below are those of the multilevel network itself
-    probe.couple = False  # (and the mixture's other members are not needed)
+    # cross-fitted when the fit will be: every pilot pair is judged out of fold, not the validation tenth
+    cross = ml.folds > 1 and bool(ml.ensemble)
+    probe.ensemble = cross  # one split: the variances below are those of the multilevel network itself
+    probe.couple = False  # the lifted member is not needed to decide
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probe.fit(pilot_levels, progress_bar=False, **train_kwargs)
@@ -120,10 +137,11 @@ def plan_and_fit(ml, ladder: FidelityLadder, budget: float, *, seed: int = 0, st
     a, info, V, mc = _variances(ml.weights, pairs, f0, [level.n for level in lv])
     rest = float(budget) - spent
     alloc = allocate(costs, V, float(budget), mc_variance=mc)  # Theorem 2 for the whole budget
-    pays = duel.get("difference") is not None and duel["difference"] < 0
+    pays = _pays(duel, cross)
     plan = {"budget": float(budget), "costs": costs, "pilot_n": m, "pilot_cost": spent, "coefficients": a,
             "loss_correlations": info["correlations"], "variances": V, "mc_variance": mc,
-            "n": alloc.n, "variance_ratio": alloc.variance_ratio, "pilot_comparison": duel}
+            "n": alloc.n, "variance_ratio": alloc.variance_ratio, "pilot_comparison": duel,
+            "pilot_cross_fitted": cross}
     if not pays:
         n_high = int(rest // costs[-1])
         theta_p, x_p = pilot_levels[-1][0], pilot_levels[-1][1]

@@ -64,12 +64,13 @@ class Coupling(nn.Module):
 
 
 def fit_couplings(train_levels: Sequence[Level], val_levels: Sequence[Level], device, net_kwargs: dict | None = None,
-                  **train_kwargs) -> list[Coupling]:
-    """One :class:`Coupling` per level ``1..L``, trained on its pairs and early-stopped on its held-out pairs."""
+                  kind: type[Coupling] | None = None, **train_kwargs) -> list[Coupling]:
+    """One :class:`Coupling` (or subclass ``kind``) per level ``1..L``, trained on its pairs and early-stopped on
+    its held-out pairs."""
     out = []
     for l in range(1, len(train_levels)):
         tr, va = train_levels[l], val_levels[l]
-        net = Coupling(tr["theta"], tr["x"], tr["x_low"], **(net_kwargs or {})).to(device)
+        net = (kind or Coupling)(tr["theta"], tr["x"], tr["x_low"], **(net_kwargs or {})).to(device)
         data = {k: tr[k].to(device) for k in ("theta", "x", "x_low")}
         val = {k: va[k].to(device) for k in ("theta", "x", "x_low")} if va.n else None
         train(net, lambda m, b: {"loss": m.loss(b)}, data, val_data=val, **{**train_kwargs,

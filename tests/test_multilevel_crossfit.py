@@ -76,3 +76,22 @@ def test_learned_coupling_lifts_cheap_simulations_to_the_expensive_law():
     assert lifted.mean().item() == pytest.approx(1.5, abs=0.05)
     assert lifted.std().item() == pytest.approx(0.1, abs=0.03)
     assert torch.equal(lift([c], th, torch.zeros(4000, 1), 1), torch.zeros(4000, 1))  # the top level is not lifted
+
+
+def test_a_seeded_default_fit_does_not_depend_on_the_global_random_state():
+    # the lifted member's couplings (initial weights, lifting draws) are seeded from the estimator's seed
+    ladder = ts.FidelityLadder([_low, _high], noise=_noise, costs=[1.0, 10.0])
+    levels = ts.simulate_levels(ladder, PRIOR, n=[300, 30], seed=0, progress_bar=False)
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ml = MultilevelNPE(PRIOR, seed=0, folds=3, transforms=1, hidden=(16,), bins=4)
+            return ml.fit(levels, progress_bar=False, max_epochs=3)
+
+    torch.manual_seed(1)
+    first = fit()
+    torch.manual_seed(2)
+    a, b = first.estimator.net.state_dict(), fit().estimator.net.state_dict()
+    assert "coupled" in first.history["multilevel"]["ensemble"]["members"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -26,12 +26,14 @@ weights, fitted on held-out real expensive simulations, decide how far the lifte
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..estimators.flows import ConditionalFlow
+from ..simulation.simulators import seeded
 from ..training import train
 from .levels import Level
 
@@ -96,12 +98,17 @@ def coupled_data(couplings: Sequence[Coupling], levels: Sequence[Level]) -> tupl
 
 
 def train_coupled(ml, net: nn.Module, pre: dict, tr: Sequence[Level], va: Sequence[Level], kwargs: dict,
-                  vf: float) -> nn.Module:
+                  vf: float, stream: int = 0) -> nn.Module:
     """The mixture member trained on lifted simulations: from the pre-trained weights, on every simulation lifted
-    to the top fidelity (stopped on the held-out real expensive ones), then fine-tuned on the real expensive ones."""
+    to the top fidelity (stopped on the held-out real expensive ones), then fine-tuned on the real expensive ones.
+
+    The couplings' initial weights and the lifting draws come from the seed in ``kwargs`` (the estimator's) and
+    ``stream`` (one per cross-fitting fold), so that a seeded fit does not depend on the global random state."""
     est = ml.estimator
     kw = {k: v for k, v in kwargs.items() if k not in ("desc", "device")}
-    couplings = fit_couplings(tr, va, est.device, **kw, val_fraction=vf)
-    theta, x = coupled_data(couplings, tr)
+    seed = kwargs.get("seed")
+    with seeded(int(seed) * 1009 + stream) if seed is not None else contextlib.nullcontext():
+        couplings = fit_couplings(tr, va, est.device, **kw, val_fraction=vf)
+        theta, x = coupled_data(couplings, tr)
     member = ml._train_rival(net, pre, True, Level(theta=theta, x=x), va[-1], kwargs, vf, "lifted simulations")
     return ml._train_rival(net, member.state_dict(), True, tr[-1], va[-1], kwargs, vf, "lifted, fine-tuned")

@@ -72,7 +72,7 @@ def crossfit(ml: Multilevel, net: nn.Module, init: dict, pre: dict, levels: list
     nets: dict[str, list[nn.Module]] = {"multilevel": [], **{k: [] for k in kinds}, **({"coupled": []} if couple else {})}
     held: dict[str, list] = {k: [] for k in nets}
     histories = []
-    for tr, va in fold_splits(levels, K, generator):
+    for k, (tr, va) in enumerate(fold_splits(levels, K, generator)):
         m = copy.deepcopy(net)
         m.load_state_dict(pre)
         histories.append(ml._finetune(m, tr, va, kwargs, vf, a, True))
@@ -80,7 +80,7 @@ def crossfit(ml: Multilevel, net: nn.Module, init: dict, pre: dict, levels: list
         for name, (state, from_pre) in kinds.items():
             fold[name] = ml._train_rival(net, state, from_pre, tr[-1], va[-1], kwargs, vf, name)
         if couple:
-            fold["coupled"] = train_coupled(ml, net, pre, tr, va, kwargs, vf)
+            fold["coupled"] = train_coupled(ml, net, pre, tr, va, kwargs, vf, stream=k)
         for name, member in fold.items():
             nets[name].append(member)
             held[name].append(level_losses(est, member, va))

@@ -112,8 +112,9 @@ def test_safeguard_falls_back_when_the_cheap_level_misleads(test_set):
 
 def test_fit_from_a_ladder_and_a_budget_records_the_plan_and_stays_within_budget():
     ladder = _ladder()
-    ml = MultilevelNPE(PRIOR, seed=0, **NET).fit(ladder, budget=6000, seed=3, progress_bar=False, max_epochs=30)
+    ml = MultilevelNPE(PRIOR, seed=0, folds=3, **NET).fit(ladder, budget=6000, seed=3, progress_bar=False, max_epochs=30)
     plan = ml.allocation
+    assert plan["pilot_cross_fitted"]  # folds > 1: every pilot pair judged out of fold
     assert plan["used"] in ("multilevel", "expensive level alone")
     assert plan["pilot_cost"] <= 0.5 * 6000
     if plan["used"] == "multilevel":

@@ -123,14 +123,16 @@ def plan_and_fit(ml, ladder: FidelityLadder, budget: float, *, seed: int = 0, st
     probe = copy.copy(ml)
     probe.estimator = copy.deepcopy(est)  # untrained: the same architecture and settings
     probe.safeguard = "warn"  # trains the expensive-level-alone network too and compares them out of sample
-    # cross-fitted when the fit will be: every pilot pair is judged out of fold, not the validation tenth
-    cross = ml.folds > 1 and bool(ml.ensemble)
-    probe.ensemble = cross  # one split: the variances below are those of the multilevel network itself
+    # cross-fitted when the fit is: every pilot pair is judged out of fold, not the validation tenth (with one
+    # split, no mixture: the variances below are those of the multilevel network itself)
+    probe.ensemble = ml.folds > 1 and bool(ml.ensemble)
     probe.couple = False  # the lifted member is not needed to decide
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probe.fit(pilot_levels, progress_bar=False, **train_kwargs)
-    duel = probe.estimator.history["multilevel"].get("safeguard") or {}
+    record = probe.estimator.history["multilevel"]
+    duel = record.get("safeguard") or {}
+    cross = "folds" in record  # whether the probe did cross-fit (it needs NPE/NLE and 2 pairs per fold)
     lv = as_levels(pilot_levels, est.dim_theta, warn_order=False)
     pairs = pair_losses(probe.estimator, probe.estimator.net, lv)
     f0 = per_sample_losses(probe.estimator, probe.estimator.net, lv[0]["theta"], lv[0]["x"])

@@ -122,3 +122,35 @@ def test_ema_window_is_capped_in_epochs():
         train(nn.Linear(3, 1), _mse, data, ema=0.99, ema_max_epochs=0, **kw)
     with pytest.raises(ValueError, match="ema must be"):
         train(nn.Linear(3, 1), _mse, data, ema=1.5, **kw)
+
+
+def test_tol_stops_a_creeping_loss_sooner_and_restores_the_lowest_loss():
+    data = _linear_data()
+    kw = {"lr": 1e-2, "max_epochs": 400, "patience": 10, "progress_bar": False, "clip": None}
+    # fits in a few epochs, then the validation loss keeps falling by tiny amounts (Adam's steps shrink)
+    plain = train(nn.Linear(3, 1), _mse, data, **kw)
+    net = nn.Linear(3, 1)
+    tolerant = train(net, _mse, data, tol=0.01, **kw)
+    assert tolerant["epochs"] < plain["epochs"]
+    assert tolerant["epochs"] >= kw["patience"] + 1
+    # the weights returned are those of the lowest validation loss seen, even after an improvement below tol
+    assert tolerant["best_val_loss"] == pytest.approx(min(tolerant["val_loss"]))
+    assert tolerant["val_loss"][tolerant["best_epoch"]] == min(tolerant["val_loss"])
+    with pytest.raises(ValueError, match="tol"):
+        train(nn.Linear(3, 1), _mse, data, tol=-1.0, **kw)
+
+
+def test_tol_zero_keeps_the_plain_patience_rule():
+    data = _linear_data()
+    h = train(nn.Linear(3, 1), _mse, data, lr=1e-2, max_epochs=500, patience=5, tol=0.0, progress_bar=False)
+    assert h["epochs"] == h["best_epoch"] + 1 + 5
+
+
+def test_plateau_schedule_halves_the_learning_rate_when_progress_stalls():
+    data = _linear_data()
+    h = train(nn.Linear(3, 1), _mse, data, lr=1e-2, max_epochs=500, patience=8, tol=0.01, schedule="plateau",
+              progress_bar=False)
+    lr = h["lr"]
+    assert lr[0] == 1e-2 and min(lr) < lr[0]
+    assert all(b in (a, a / 2) or b == pytest.approx(a / 2) for a, b in zip(lr, lr[1:]))  # only halvings
+    assert h["epochs"] < 500

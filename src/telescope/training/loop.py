@@ -97,7 +97,7 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
           ema_max_epochs: float | None = None, backward: Callable | None = None, max_time: float | None = None,
           device=None, seed: int | None = 0, progress_bar: bool = True, desc: str = "train", min_epochs: int = 1,
           schedule: str | None = None, val_data: Batch | Sequence[Batch] | None = None,
-          val_loss_fn: Callable | None = None, val_initial: bool = False) -> dict:
+          val_loss_fn: Callable | None = None, val_initial: bool = False, tol: float = 0.0) -> dict:
     """Train ``module`` by minimising ``loss_fn`` over ``data``.
 
     Arguments:
@@ -109,6 +109,11 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
             default ``n / 20`` clipped to ``[50, 512]``: ~20 steps per epoch, large batches on large data sets.
         lr, weight_decay: Adam settings.
         max_epochs, patience: stop after ``patience`` epochs without a better validation loss.
+        tol: relative tolerance of early stopping: an epoch resets the patience count only if its validation
+            loss beats the one of the last epoch that did by more than ``tol`` times the decrease so far (the
+            first epoch's validation loss minus the best one).  A slow creep of the loss (e.g. the moving
+            average of a score network) then no longer postpones the stop indefinitely.  The weights
+            restored are still those of the lowest validation loss.  0 (default): any decrease counts.
         val_fraction: share of each group held out for validation (0 disables early stopping).
         clip: max gradient norm (None: no clipping).
         ema: decay of an exponential moving average of the weights (e.g. 0.999), or None; the average
@@ -119,7 +124,10 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
         backward: ``backward(terms, params)`` that fills ``p.grad``; default ``sum(terms).backward()``.
         max_time: stop after this many seconds (keeps the best weights).
         schedule: ``None`` (constant ``lr``) or ``"cosine"``: the learning rate falls from ``lr`` to 0 along
-            half a cosine over ``max_epochs`` (Loshchilov & Hutter, 2017); early stopping still applies.
+            half a cosine over ``max_epochs`` (Loshchilov & Hutter, 2017); early stopping still applies; or
+            ``"plateau"``: the learning rate halves after every ``max(1, patience // 4)`` epochs without an
+            improvement that resets the patience count (the ``tol`` rule), so a run that stalls at the noise
+            level of its step size gets a smaller one before it stops.
         device, seed, progress_bar: where to train, seed of splits/shuffles/dropout, show a bar.
         val_data: a validation set of the same structure as ``data`` (then ``data`` is used whole for
             training and ``val_fraction`` only switches validation on or off), for callers that split once
@@ -149,8 +157,10 @@ def train(module: nn.Module, loss_fn: Callable, data: Batch | Sequence[Batch], *
                  single=isinstance(data, dict), val_single=isinstance(data if val_data is None else val_data, dict))
     loop.optimiser(lr=lr, weight_decay=weight_decay, schedule=schedule, max_epochs=max_epochs, ema=ema,
                    ema_max_epochs=ema_max_epochs)
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     return loop.run(loss_fn, val_loss_fn or loss_fn, backward=backward, clip=clip, max_epochs=max_epochs,
-                    patience=patience, min_epochs=min_epochs, max_time=max_time, val_initial=val_initial,
+                    patience=patience, tol=float(tol), min_epochs=min_epochs, max_time=max_time, val_initial=val_initial,
                     progress_bar=progress_bar, desc=desc)
 
 
@@ -192,11 +202,13 @@ class _Loop:
     def optimiser(self, *, lr: float, weight_decay: float, schedule: str | None, max_epochs: int, ema: float | None,
                   ema_max_epochs: float | None) -> None:
         """Adam (with the cosine schedule if asked), the moving average of the weights, an empty history."""
-        if schedule not in (None, "cosine"):
-            raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+        if schedule not in (None, "cosine", "plateau"):
+            raise ValueError(f"schedule must be None, 'cosine' or 'plateau', got {schedule!r}")
+        self.plateau = schedule == "plateau"
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=lr, weight_decay=weight_decay, foreach=True)
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max_epochs * self.n_steps) if schedule else None
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max_epochs * self.n_steps)
+                      if schedule == "cosine" else None)
         if ema is not None and not (isinstance(ema, (int, float)) and 0 <= ema < 1):
             raise ValueError(f"ema must be a decay in [0, 1) or None, got {ema!r}")
         if ema and ema_max_epochs is not None:
@@ -253,15 +265,16 @@ class _Loop:
         return _validate(net, val_loss_fn, self.batches(self.val_sets, False, self.val_single), epoch)
 
     def run(self, loss_fn: Callable, val_loss_fn: Callable, *, backward: Callable | None, clip: float | None,
-            max_epochs: int, patience: int, min_epochs: int, max_time: float | None, val_initial: bool,
+            max_epochs: int, patience: int, min_epochs: int, tol: float, max_time: float | None, val_initial: bool,
             progress_bar: bool, desc: str) -> dict:
         """Epochs until ``patience`` epochs without a better validation loss (or ``max_epochs``, ``max_time``);
         then the best weights (or the average) are loaded and the history returned."""
         module, history, has_val = self.module, self.history, self.has_val
         best, best_state, bad = math.inf, None, 0
+        mark = first = math.inf  # the validation loss that last reset the patience count; the first epoch's
         t0 = time.perf_counter()
         if val_initial and has_val:
-            best = self.validate(module, val_loss_fn, -1)
+            best = mark = self.validate(module, val_loss_fn, -1)
             best_state, history["best_epoch"], history["initial_val_loss"] = copy.deepcopy(module.state_dict()), -1, best
         with seeded(int(torch.randint(2**62, (1,), generator=self.gen).item())), \
                 progress(total=max_epochs, desc=desc, enabled=progress_bar, unit="epoch") as bar:
@@ -271,11 +284,18 @@ class _Loop:
                     net = self.avg.module if self.avg is not None else module
                     val = self.validate(net, val_loss_fn, epoch)
                     history["val_loss"].append(val)
+                    if first == math.inf:
+                        first = val
                     if val < best:
-                        best, bad, history["best_epoch"] = val, 0, epoch
+                        best, history["best_epoch"] = val, epoch
                         best_state = copy.deepcopy(net.state_dict())
+                    if val < mark - tol * max(first - best, 0.0):
+                        mark, bad = val, 0
                     else:
                         bad += 1
+                        if self.plateau and bad % max(1, patience // 4) == 0:
+                            for group in self.opt.param_groups:
+                                group["lr"] *= 0.5
                     bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}", val=f"{val:.3f}", best=f"{best:.3f}")
                 else:
                     bar.set_postfix(train=f"{history['train_loss'][-1]:.3f}")
